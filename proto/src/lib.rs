@@ -1,0 +1,11 @@
+//! The tickroom wire protocol: types generated from `tickroom.proto`.
+//!
+//! Every WebSocket binary message is one [`v1::ClientMessage`] (client to server) or one
+//! [`v1::ServerMessage`] (server to client). docs/protocol.md describes the flow.
+
+#[allow(clippy::all, missing_docs)]
+pub mod v1 {
+    include!(concat!(env!("OUT_DIR"), "/tickroom.v1.rs"));
+}
+
+pub use prost::Message;

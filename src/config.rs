@@ -1,0 +1,247 @@
+//! Server configuration: the embedded default, a TOML file over it, and flags over both.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use serde::Deserialize;
+
+use crate::sim::game::GameConfig;
+
+/// The demo configuration `make run` serves when no file is given.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Parse(#[from] toml::de::Error),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub session: SessionConfig,
+    #[serde(default)]
+    pub engine: EngineConfig,
+    #[serde(default)]
+    pub game: GameDefaults,
+    #[serde(default)]
+    pub rooms: Vec<RoomConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub ops_listen: SocketAddr,
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: ([127, 0, 0, 1], 8080).into(),
+            ops_listen: ([127, 0, 0, 1], 9090).into(),
+            max_connections: 20_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    pub max_message_bytes: usize,
+    pub ping_interval_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub reliable_queue: usize,
+    pub rate_per_sec: u32,
+    pub rate_burst: u32,
+    pub abuse_drops: u32,
+    pub abuse_window_ms: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 4096,
+            ping_interval_ms: 5000,
+            idle_timeout_ms: 15_000,
+            reliable_queue: 256,
+            rate_per_sec: 120,
+            rate_burst: 240,
+            abuse_drops: 600,
+            abuse_window_ms: 10_000,
+        }
+    }
+}
+
+impl SessionConfig {
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_millis(self.ping_interval_ms)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+    pub fn abuse_window(&self) -> Duration {
+        Duration::from_millis(self.abuse_window_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    pub command_channel: usize,
+    pub max_catchup_ticks: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            command_channel: 65_536,
+            max_catchup_ticks: 3,
+        }
+    }
+}
+
+/// How game rooms that are not in the config come to exist.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GameDefaults {
+    /// Create a game room from `template` when a client joins an unknown name.
+    pub auto_create: bool,
+    /// Upper bound on rooms created that way.
+    pub max_rooms: usize,
+    pub template: GameConfig,
+}
+
+impl Default for GameDefaults {
+    fn default() -> Self {
+        Self {
+            auto_create: false,
+            max_rooms: 64,
+            template: GameConfig::default(),
+        }
+    }
+}
+
+/// One room started at boot.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum RoomConfig {
+    Game {
+        name: String,
+        #[serde(flatten)]
+        game: GameConfig,
+    },
+}
+
+impl RoomConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            RoomConfig::Game { name, .. } => name,
+        }
+    }
+}
+
+impl Config {
+    /// The embedded demo configuration.
+    pub fn embedded() -> Self {
+        Self::from_toml(DEFAULT_TOML).expect("embedded default config is valid")
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.session;
+        if s.max_message_bytes < 64 {
+            return Err(ConfigError::Invalid(
+                "session.max_message_bytes must be >= 64".into(),
+            ));
+        }
+        if s.ping_interval_ms == 0 || s.idle_timeout_ms <= s.ping_interval_ms {
+            return Err(ConfigError::Invalid(
+                "session.idle_timeout_ms must exceed session.ping_interval_ms (> 0)".into(),
+            ));
+        }
+        if s.reliable_queue == 0 || s.rate_per_sec == 0 || s.rate_burst == 0 {
+            return Err(ConfigError::Invalid(
+                "session.reliable_queue, rate_per_sec and rate_burst must be > 0".into(),
+            ));
+        }
+        if self.engine.command_channel == 0 {
+            return Err(ConfigError::Invalid(
+                "engine.command_channel must be > 0".into(),
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for room in &self.rooms {
+            if !names.insert(room.name()) {
+                return Err(ConfigError::Invalid(format!(
+                    "room {:?} is defined twice",
+                    room.name()
+                )));
+            }
+            match room {
+                RoomConfig::Game { name, game } => game
+                    .validate()
+                    .map_err(|e| ConfigError::Invalid(format!("room {name:?}: {e}")))?,
+            }
+        }
+        self.game
+            .template
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("game.template: {e}")))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_config_has_the_demo_arena() {
+        let c = Config::embedded();
+        assert_eq!(c.server.listen.port(), 8080);
+        assert_eq!(c.server.ops_listen.port(), 9090);
+        let RoomConfig::Game { name, game } = &c.rooms[0];
+        assert_eq!(name, "arena");
+        assert_eq!(game.tick_hz, 60);
+        assert_eq!(game.bots, 100);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_rejected() {
+        assert!(Config::from_toml("[server]\nlisten_typo = 1").is_err());
+        let bad = "[session]\nping_interval_ms = 5000\nidle_timeout_ms = 1000";
+        assert!(matches!(
+            Config::from_toml(bad),
+            Err(ConfigError::Invalid(_))
+        ));
+        let dup = "[[rooms]]\nname='a'\nkind='game'\n[[rooms]]\nname='a'\nkind='game'";
+        assert!(matches!(
+            Config::from_toml(dup),
+            Err(ConfigError::Invalid(_))
+        ));
+    }
+}

@@ -1,0 +1,59 @@
+//! Commands a room thread receives from sessions and from the server.
+
+use std::sync::Arc;
+
+use tickroom_proto::v1::client_message::Body;
+
+use crate::outbox::{CloseReason, Outbox};
+
+/// Process-unique session number, also sent to the client in `Welcome`.
+pub type SessionId = u64;
+
+#[derive(Debug)]
+pub enum Command {
+    Join(JoinRequest),
+    Leave {
+        session: SessionId,
+        reason: LeaveReason,
+    },
+    /// A room-bound client message (input, and later subscribe or chat).
+    Client {
+        session: SessionId,
+        body: Body,
+    },
+    /// Stop the room: close every member's outbox and end the thread.
+    Shutdown,
+}
+
+#[derive(Debug)]
+pub struct JoinRequest {
+    pub session: SessionId,
+    pub outbox: Arc<Outbox>,
+    /// Empty when the client gave none.
+    pub resume_token: String,
+}
+
+/// Why a session left a room; the simulation decides what that means for its objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaveReason {
+    /// The client asked to leave (or joined another room).
+    Left,
+    /// The connection ended.
+    Closed(CloseReason),
+}
+
+impl LeaveReason {
+    /// True when the client may come back with its resume token: the connection was lost
+    /// rather than ended on purpose by either side.
+    pub fn is_resumable(self) -> bool {
+        matches!(
+            self,
+            LeaveReason::Closed(
+                CloseReason::ClientClosed
+                    | CloseReason::PeerGone
+                    | CloseReason::HeartbeatTimeout
+                    | CloseReason::SlowConsumer
+            )
+        )
+    }
+}

@@ -1,0 +1,223 @@
+//! The room registry: rooms started from config, game rooms created on first join, and the
+//! listing behind `GET /rooms`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use serde::Serialize;
+use tickroom_proto::v1::RoomKind;
+
+use super::thread::DriverConfig;
+use super::{RoomHandle, RoomStats, spawn_room};
+use crate::config::{Config, EngineConfig, GameDefaults, RoomConfig};
+use crate::sim::game::{GameConfig, GameRoom};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    #[error("no room named {0:?}")]
+    NotFound(String),
+    #[error("invalid room name {0:?}: use 1-64 of A-Z a-z 0-9 _ -")]
+    BadName(String),
+    #[error("room limit reached")]
+    TooManyRooms,
+    #[error("server is shutting down")]
+    ShuttingDown,
+    #[error("cannot start room thread: {0}")]
+    Spawn(String),
+}
+
+#[derive(Debug)]
+pub struct Registry {
+    rooms: RwLock<HashMap<Arc<str>, Arc<RoomHandle>>>,
+    engine: EngineConfig,
+    game: GameDefaults,
+    auto_created: std::sync::atomic::AtomicUsize,
+    stopping: std::sync::atomic::AtomicBool,
+}
+
+/// One row of `GET /rooms`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RoomInfo {
+    pub name: String,
+    pub kind: &'static str,
+    pub sessions: u64,
+    pub tick_rate_hz: u32,
+    pub tick: u64,
+    pub tick_duration_us: TickSummary,
+    pub ticks_total: u64,
+    pub overruns_total: u64,
+    pub skipped_ticks_total: u64,
+    pub command_queue_depth: usize,
+}
+
+/// Tick durations over the last 1,024 ticks (drain + step + encode + hand-out).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TickSummary {
+    pub p50: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+pub fn kind_name(kind: RoomKind) -> &'static str {
+    match kind {
+        RoomKind::Game => "game",
+        RoomKind::Ticker => "ticker",
+        RoomKind::Chat => "chat",
+        RoomKind::Unspecified => "unspecified",
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl Registry {
+    /// Starts every room of the config.
+    pub fn start(config: &Config) -> Result<Arc<Self>, RegistryError> {
+        let registry = Arc::new(Self {
+            rooms: RwLock::new(HashMap::new()),
+            engine: config.engine.clone(),
+            game: config.game.clone(),
+            auto_created: Default::default(),
+            stopping: Default::default(),
+        });
+        for room in &config.rooms {
+            match room {
+                RoomConfig::Game { name, game } => {
+                    registry.insert(name, game)?;
+                }
+            }
+        }
+        Ok(registry)
+    }
+
+    fn insert(&self, name: &str, game: &GameConfig) -> Result<Arc<RoomHandle>, RegistryError> {
+        let cfg = DriverConfig {
+            tick_rate_hz: game.tick_hz,
+            command_channel: self.engine.command_channel,
+            max_catchup_ticks: self.engine.max_catchup_ticks,
+        };
+        let handle = spawn_room(name, GameRoom::new(game.clone()), cfg)
+            .map_err(|e| RegistryError::Spawn(e.to_string()))?;
+        self.write().insert(handle.name.clone(), handle.clone());
+        tracing::info!(
+            room = name,
+            kind = "game",
+            tick_hz = game.tick_hz,
+            "room started"
+        );
+        Ok(handle)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Arc<str>, Arc<RoomHandle>>> {
+        self.rooms.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Arc<str>, Arc<RoomHandle>>> {
+        self.rooms.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<RoomHandle>> {
+        self.read().get(name).cloned()
+    }
+
+    /// The room to join: an existing one, or a new game room when the config allows.
+    pub fn get_or_create(&self, name: &str) -> Result<Arc<RoomHandle>, RegistryError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.stopping.load(Relaxed) {
+            return Err(RegistryError::ShuttingDown);
+        }
+        if let Some(room) = self.get(name) {
+            return Ok(room);
+        }
+        if !self.game.auto_create {
+            return Err(RegistryError::NotFound(name.to_owned()));
+        }
+        if !valid_name(name) {
+            return Err(RegistryError::BadName(name.to_owned()));
+        }
+        // Hold the write lock while creating so two first joins make one room.
+        let mut rooms = self.write();
+        if let Some(room) = rooms.get(name) {
+            return Ok(room.clone());
+        }
+        if self.auto_created.load(Relaxed) >= self.game.max_rooms {
+            return Err(RegistryError::TooManyRooms);
+        }
+        let cfg = DriverConfig {
+            tick_rate_hz: self.game.template.tick_hz,
+            command_channel: self.engine.command_channel,
+            max_catchup_ticks: self.engine.max_catchup_ticks,
+        };
+        let handle = spawn_room(name, GameRoom::new(self.game.template.clone()), cfg)
+            .map_err(|e| RegistryError::Spawn(e.to_string()))?;
+        rooms.insert(handle.name.clone(), handle.clone());
+        self.auto_created.fetch_add(1, Relaxed);
+        tracing::info!(room = name, kind = "game", "room created on first join");
+        Ok(handle)
+    }
+
+    pub fn list(&self) -> Vec<RoomInfo> {
+        let mut rooms: Vec<RoomInfo> = self
+            .read()
+            .values()
+            .map(|r| {
+                let s = &r.stats;
+                RoomInfo {
+                    name: r.name.to_string(),
+                    kind: kind_name(r.kind),
+                    sessions: RoomStats::get(&s.sessions),
+                    tick_rate_hz: r.tick_rate_hz,
+                    tick: RoomStats::get(&s.tick),
+                    tick_duration_us: TickSummary {
+                        p50: RoomStats::get(&s.tick_p50_us),
+                        p99: RoomStats::get(&s.tick_p99_us),
+                        max: RoomStats::get(&s.tick_max_us),
+                    },
+                    ticks_total: RoomStats::get(&s.ticks_total),
+                    overruns_total: RoomStats::get(&s.overruns_total),
+                    skipped_ticks_total: RoomStats::get(&s.skipped_ticks_total),
+                    command_queue_depth: r.queue_depth(),
+                }
+            })
+            .collect();
+        rooms.sort_by(|a, b| a.name.cmp(&b.name));
+        rooms
+    }
+
+    /// True while every room has ticked within a few periods (readiness).
+    pub fn all_ticking(&self, now_us: i64) -> bool {
+        self.read().values().all(|r| {
+            let last = RoomStats::get(&r.stats.last_tick_end_us) as i64;
+            let allowed = (r.tick_period().as_micros() as i64) * 5 + 1_000_000;
+            !r.stats.stopped.load(std::sync::atomic::Ordering::Relaxed)
+                && (last == 0 || now_us - last <= allowed)
+        })
+    }
+
+    /// Stops every room and joins its thread. New joins are refused from here on.
+    pub fn shutdown(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let rooms: Vec<_> = self.write().drain().map(|(_, r)| r).collect();
+        for room in rooms {
+            room.stop();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_names_are_checked_before_creation() {
+        assert!(valid_name("arena-2_b"));
+        assert!(!valid_name(""));
+        assert!(!valid_name("a b"));
+        assert!(!valid_name(&"x".repeat(65)));
+    }
+}

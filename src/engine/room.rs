@@ -1,0 +1,565 @@
+//! A room as a plain value: membership, interest groups, encode-once and hand-out.
+//!
+//! No threads, sockets or clocks: the driver passes the tick number and time in, so tests
+//! step a room deterministically. [`RoomCore`] is what a [`Simulation`] sees; it encodes each
+//! message once into a shared `Bytes` and hands the same frame to every recipient.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use indexmap::IndexMap;
+use prost::Message;
+use tickroom_proto::v1::{
+    Error as ErrorMsg, RoomKind, ServerMessage, Snapshot, server_message::Body as ServerBody,
+};
+
+// Field numbers of ServerMessage (proto/tickroom.proto).
+const TICK_TAG: u32 = 1;
+const SNAPSHOT_TAG: u32 = 3;
+
+use super::{Command, CommandError, JoinRequest, LeaveReason, SessionId, Simulation};
+use crate::outbox::{CloseReason, Closed, GroupId, Outbox};
+
+#[derive(Debug)]
+struct Member {
+    outbox: Arc<Outbox>,
+    groups: Vec<GroupId>,
+}
+
+/// Members of one interest group and what this tick has for them.
+#[derive(Debug, Default)]
+struct Group {
+    members: IndexMap<SessionId, Arc<Outbox>>,
+    reliable: Vec<Bytes>,
+    snapshot: Option<Bytes>,
+    dirty: bool,
+}
+
+/// Engine state a simulation acts through. See the module docs.
+#[derive(Debug)]
+pub struct RoomCore {
+    name: Arc<str>,
+    kind: RoomKind,
+    tick_rate_hz: u32,
+    tick: u64,
+    now_us: i64,
+    members: HashMap<SessionId, Member>,
+    groups: HashMap<GroupId, Group>,
+    dirty: Vec<GroupId>,
+    // Sessions found closed outside the hand-out; removed at the end of the tick.
+    closed: Vec<(SessionId, CloseReason)>,
+    buf: BytesMut,
+    encodes: u64,
+}
+
+impl RoomCore {
+    fn new(name: Arc<str>, kind: RoomKind, tick_rate_hz: u32) -> Self {
+        Self {
+            name,
+            kind,
+            tick_rate_hz,
+            tick: 0,
+            now_us: 0,
+            members: HashMap::new(),
+            groups: HashMap::new(),
+            dirty: Vec::new(),
+            closed: Vec::new(),
+            buf: BytesMut::with_capacity(16 * 1024),
+            encodes: 0,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn tick(&self) -> u64 {
+        self.tick
+    }
+
+    pub fn tick_rate_hz(&self) -> u32 {
+        self.tick_rate_hz
+    }
+
+    /// Wall-clock time of the current tick, µs since the Unix epoch.
+    pub fn now_us(&self) -> i64 {
+        self.now_us
+    }
+
+    pub fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_member(&self, session: SessionId) -> bool {
+        self.members.contains_key(&session)
+    }
+
+    /// Messages encoded since the room started (each is shared by all its recipients).
+    pub fn encodes(&self) -> u64 {
+        self.encodes
+    }
+
+    /// Encodes one server message for the current tick, once.
+    pub fn encode(&mut self, body: ServerBody) -> Bytes {
+        let msg = ServerMessage {
+            tick: self.tick,
+            body: Some(body),
+        };
+        self.buf.reserve(msg.encoded_len());
+        msg.encode(&mut self.buf)
+            .expect("reserved enough capacity for the message");
+        self.encodes += 1;
+        self.buf.split().freeze()
+    }
+
+    /// Encodes `ServerMessage { tick, snapshot }` from a borrowed snapshot, so a simulation
+    /// can keep reusing its object buffer. Same bytes as [`encode`](Self::encode) would give.
+    fn encode_snapshot(&mut self, snapshot: &Snapshot) -> Bytes {
+        use prost::encoding::{message, uint64};
+        let mut len = message::encoded_len(SNAPSHOT_TAG, snapshot);
+        if self.tick != 0 {
+            len += uint64::encoded_len(TICK_TAG, &self.tick);
+        }
+        self.buf.reserve(len);
+        if self.tick != 0 {
+            uint64::encode(TICK_TAG, &self.tick, &mut self.buf);
+        }
+        message::encode(SNAPSHOT_TAG, snapshot, &mut self.buf);
+        self.encodes += 1;
+        self.buf.split().freeze()
+    }
+
+    /// Sets the latest snapshot of `group` for this tick, encoded once.
+    pub fn publish_snapshot(&mut self, group: GroupId, snapshot: &Snapshot) {
+        let frame = self.encode_snapshot(snapshot);
+        self.set_snapshot(group, frame);
+    }
+
+    fn set_snapshot(&mut self, group: GroupId, frame: Bytes) {
+        let g = self.groups.entry(group).or_default();
+        g.snapshot = Some(frame);
+        mark_dirty(&mut self.dirty, g, group);
+    }
+
+    /// Sends a reliable message to one member now.
+    pub fn send_to(&mut self, session: SessionId, body: ServerBody) {
+        if !self.members.contains_key(&session) {
+            return;
+        }
+        let frame = self.encode(body);
+        self.send_frame(session, frame);
+    }
+
+    fn send_frame(&mut self, session: SessionId, frame: Bytes) {
+        if let Some(m) = self.members.get(&session)
+            && let Err(Closed(reason)) = m.outbox.push_reliable(frame)
+        {
+            self.closed.push((session, reason));
+        }
+    }
+
+    /// Sends an `Error` to one member.
+    pub fn send_error(&mut self, session: SessionId, err: &CommandError) {
+        self.send_to(session, error_body(err));
+    }
+
+    /// Queues a reliable message for every member of `group`, encoded once, delivered at
+    /// the end of the tick in call order.
+    pub fn broadcast(&mut self, group: GroupId, body: ServerBody) {
+        let frame = self.encode(body);
+        let g = self.groups.entry(group).or_default();
+        g.reliable.push(frame);
+        mark_dirty(&mut self.dirty, g, group);
+    }
+
+    /// Sets the latest state of `group` for this tick (any message kind), encoded once.
+    pub fn publish(&mut self, group: GroupId, body: ServerBody) {
+        let frame = self.encode(body);
+        self.set_snapshot(group, frame);
+    }
+
+    /// Adds a member to an interest group; it receives the group's frames from this tick on.
+    pub fn subscribe(&mut self, session: SessionId, group: GroupId) {
+        let Some(m) = self.members.get_mut(&session) else {
+            return;
+        };
+        if m.groups.contains(&group) {
+            return;
+        }
+        m.groups.push(group);
+        self.groups
+            .entry(group)
+            .or_default()
+            .members
+            .insert(session, m.outbox.clone());
+    }
+
+    pub fn unsubscribe(&mut self, session: SessionId, group: GroupId) {
+        if let Some(m) = self.members.get_mut(&session) {
+            m.groups.retain(|g| *g != group);
+        }
+        if let Some(g) = self.groups.get_mut(&group) {
+            g.members.swap_remove(&session);
+        }
+    }
+
+    /// Ends a member's connection (e.g. its avatar was resumed elsewhere). The simulation
+    /// is not told: it asked for this.
+    pub fn kick(&mut self, session: SessionId, reason: CloseReason) {
+        if let Some(m) = self.remove_member(session) {
+            m.outbox.close(reason);
+        }
+    }
+
+    fn add_member(&mut self, session: SessionId, outbox: Arc<Outbox>) {
+        self.members.insert(
+            session,
+            Member {
+                outbox,
+                groups: Vec::new(),
+            },
+        );
+    }
+
+    fn remove_member(&mut self, session: SessionId) -> Option<Member> {
+        let m = self.members.remove(&session)?;
+        for group in &m.groups {
+            if let Some(g) = self.groups.get_mut(group) {
+                g.members.swap_remove(&session);
+            }
+        }
+        Some(m)
+    }
+
+    /// Hands every dirty group's frames to its members: one outbox call per member and
+    /// group, sharing the encoded frames.
+    fn hand_out(&mut self) {
+        for group in self.dirty.drain(..) {
+            let Some(g) = self.groups.get_mut(&group) else {
+                continue;
+            };
+            let snapshot = g.snapshot.take();
+            for (session, outbox) in &g.members {
+                if let Err(Closed(reason)) =
+                    outbox.deliver(&g.reliable, snapshot.as_ref().map(|s| (group, s)))
+                {
+                    self.closed.push((*session, reason));
+                }
+            }
+            g.reliable.clear();
+            g.dirty = false;
+        }
+    }
+
+    /// Finds members whose connection ended without a leave reaching the room (e.g. the
+    /// channel was full when the session tried): nothing may outlive a session.
+    fn sweep_closed(&mut self) {
+        for (session, m) in &self.members {
+            if m.outbox.is_closed() {
+                let reason = m.outbox.close_reason().unwrap_or(CloseReason::PeerGone);
+                self.closed.push((*session, reason));
+            }
+        }
+    }
+}
+
+impl Drop for RoomCore {
+    // A room that stops, even by a panic in its simulation, must not leave sessions
+    // connected to nothing.
+    fn drop(&mut self) {
+        for m in self.members.values() {
+            m.outbox.close(CloseReason::RoomClosed);
+        }
+    }
+}
+
+fn mark_dirty(dirty: &mut Vec<GroupId>, g: &mut Group, id: GroupId) {
+    if !g.dirty {
+        g.dirty = true;
+        dirty.push(id);
+    }
+}
+
+pub(crate) fn error_body(err: &CommandError) -> ServerBody {
+    ServerBody::Error(ErrorMsg {
+        code: err.code as i32,
+        message: err.message.to_string(),
+    })
+}
+
+/// A room: the engine core plus its simulation. See the module docs.
+#[derive(Debug)]
+pub struct Room<S> {
+    core: RoomCore,
+    sim: S,
+}
+
+impl<S: Simulation> Room<S> {
+    pub fn new(name: impl Into<Arc<str>>, tick_rate_hz: u32, sim: S) -> Self {
+        let kind = sim.kind();
+        Self {
+            core: RoomCore::new(name.into(), kind, tick_rate_hz),
+            sim,
+        }
+    }
+
+    pub fn core(&self) -> &RoomCore {
+        &self.core
+    }
+
+    pub fn sim(&self) -> &S {
+        &self.sim
+    }
+
+    /// Starts tick `tick` at wall time `now_us`; commands handled next belong to it.
+    pub fn begin_tick(&mut self, tick: u64, now_us: i64) {
+        self.core.tick = tick;
+        self.core.now_us = now_us;
+    }
+
+    /// Applies one command. Returns false for `Shutdown`.
+    pub fn handle(&mut self, cmd: Command) -> bool {
+        match cmd {
+            Command::Join(join) => self.join(join),
+            Command::Leave { session, reason } => self.leave(session, reason),
+            Command::Client { session, body } => {
+                // A non-member (its join failed, or it already left) has been told so.
+                if self.core.is_member(session)
+                    && let Err(err) = self.sim.command(&mut self.core, session, body)
+                {
+                    self.core.send_error(session, &err);
+                }
+            }
+            Command::Shutdown => return false,
+        }
+        true
+    }
+
+    fn join(&mut self, join: JoinRequest) {
+        if self.core.is_member(join.session) {
+            self.leave(join.session, LeaveReason::Left);
+        }
+        self.core.add_member(join.session, join.outbox.clone());
+        match self.sim.join(&mut self.core, &join) {
+            Ok(mut welcome) => {
+                welcome.session_id = join.session;
+                welcome.room = self.core.name.to_string();
+                welcome.room_kind = self.core.kind as i32;
+                welcome.tick_rate_hz = self.core.tick_rate_hz;
+                self.core
+                    .send_to(join.session, ServerBody::Welcome(welcome));
+            }
+            Err(err) => {
+                self.core.remove_member(join.session);
+                let frame = self.core.encode(error_body(&err));
+                // The session is not a member: a closed outbox is its own teardown's business.
+                let _ = join.outbox.push_reliable(frame);
+            }
+        }
+    }
+
+    fn leave(&mut self, session: SessionId, reason: LeaveReason) {
+        if self.core.remove_member(session).is_some() {
+            self.sim.leave(&mut self.core, session, reason);
+        }
+    }
+
+    /// Runs the tick begun with `begin_tick`: step, replicate, hand out, then drop members
+    /// whose connection ended.
+    pub fn run_tick(&mut self) {
+        self.sim.step(&mut self.core);
+        self.sim.replicate(&mut self.core);
+        self.core.hand_out();
+        self.remove_closed();
+    }
+
+    /// Checks every member for a closed connection (the driver calls it about once a second).
+    pub fn sweep(&mut self) {
+        self.core.sweep_closed();
+        self.remove_closed();
+    }
+
+    fn remove_closed(&mut self) {
+        while let Some((session, reason)) = self.core.closed.pop() {
+            self.leave(session, LeaveReason::Closed(reason));
+        }
+    }
+
+    /// Closes every member's outbox with `reason` (server or room shutdown).
+    pub fn close_all(&mut self, reason: CloseReason) {
+        let sessions: Vec<SessionId> = self.core.members.keys().copied().collect();
+        for session in sessions {
+            if let Some(m) = self.core.remove_member(session) {
+                m.outbox.close(reason);
+                self.sim
+                    .leave(&mut self.core, session, LeaveReason::Closed(reason));
+            }
+        }
+    }
+
+    /// Tick with no simulation: test helper to hand out what `ctx` calls queued.
+    #[cfg(test)]
+    pub(crate) fn core_mut(&mut self) -> &mut RoomCore {
+        &mut self.core
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tickroom_proto::v1::{ErrorCode, Welcome, client_message::Body};
+
+    /// A simulation that publishes one snapshot and one event per tick to group 0.
+    #[derive(Debug, Default)]
+    struct Echo;
+
+    impl Simulation for Echo {
+        fn kind(&self) -> RoomKind {
+            RoomKind::Game
+        }
+        fn join(&mut self, ctx: &mut RoomCore, j: &JoinRequest) -> Result<Welcome, CommandError> {
+            ctx.subscribe(j.session, 0);
+            Ok(Welcome::default())
+        }
+        fn leave(&mut self, _: &mut RoomCore, _: SessionId, _: LeaveReason) {}
+        fn command(&mut self, _: &mut RoomCore, _: SessionId, _: Body) -> Result<(), CommandError> {
+            Err(CommandError::new(ErrorCode::UnknownMessage, "no"))
+        }
+        fn step(&mut self, _: &mut RoomCore) {}
+        fn replicate(&mut self, ctx: &mut RoomCore) {
+            ctx.broadcast(0, ServerBody::ObjectDeleted(Default::default()));
+            ctx.publish(
+                0,
+                ServerBody::Snapshot(Snapshot {
+                    server_time_us: ctx.now_us(),
+                    objects: vec![],
+                }),
+            );
+        }
+    }
+
+    fn join(room: &mut Room<Echo>, session: SessionId) -> Arc<Outbox> {
+        let outbox = Arc::new(Outbox::new(64));
+        room.handle(Command::Join(JoinRequest {
+            session,
+            outbox: outbox.clone(),
+            resume_token: String::new(),
+        }));
+        outbox
+    }
+
+    fn encodes_per_tick(recipients: u64) -> u64 {
+        let mut room = Room::new("r", 60, Echo);
+        room.begin_tick(1, 0);
+        let outboxes: Vec<_> = (1..=recipients).map(|s| join(&mut room, s)).collect();
+        room.run_tick();
+        let before = room.core().encodes();
+        room.begin_tick(2, 0);
+        room.run_tick();
+        let per_tick = room.core().encodes() - before;
+        // Every recipient got the tick's frames, and they are the same allocation.
+        let mut first: Option<Vec<Bytes>> = None;
+        for o in &outboxes {
+            let mut v = Vec::new();
+            o.take(&mut v);
+            let v: Vec<Bytes> = v.into_iter().skip(2).collect(); // welcome + tick 1 event (its snapshot was conflated)
+            assert_eq!(v.len(), 2);
+            match &first {
+                None => first = Some(v),
+                Some(f) => assert_eq!(f[1].as_ptr(), v[1].as_ptr()),
+            }
+        }
+        per_tick
+    }
+
+    #[test]
+    fn encode_count_per_tick_does_not_depend_on_recipients() {
+        let one = encodes_per_tick(1);
+        assert_eq!(one, 2);
+        assert_eq!(encodes_per_tick(10), one);
+        assert_eq!(encodes_per_tick(1_000), one);
+    }
+
+    #[test]
+    fn borrowed_snapshot_encoding_matches_the_generated_encoder() {
+        use tickroom_proto::v1::{Entity, Object, object::State};
+        let mut room = Room::new("r", 60, Echo);
+        for tick in [0, 1, 300] {
+            room.begin_tick(tick, 5);
+            let snap = Snapshot {
+                server_time_us: 1_700_000_000_000_000,
+                objects: (1..=3)
+                    .map(|id| Object {
+                        id,
+                        state: Some(State::Entity(Entity {
+                            kind: 2,
+                            x: 1.5,
+                            y: -2.0,
+                            last_input_seq: id,
+                        })),
+                    })
+                    .collect(),
+            };
+            let ours = room.core_mut().encode_snapshot(&snap);
+            let theirs = room.core_mut().encode(ServerBody::Snapshot(snap));
+            assert_eq!(ours, theirs);
+        }
+    }
+
+    #[test]
+    fn closed_members_are_removed_and_leave_is_idempotent() {
+        let mut room = Room::new("r", 60, Echo);
+        room.begin_tick(1, 0);
+        let a = join(&mut room, 1);
+        let _b = join(&mut room, 2);
+        assert_eq!(room.core().member_count(), 2);
+        a.close(CloseReason::PeerGone);
+        room.run_tick();
+        assert_eq!(room.core().member_count(), 1);
+        // A late leave for the same session, twice, changes nothing.
+        for _ in 0..2 {
+            room.handle(Command::Leave {
+                session: 1,
+                reason: LeaveReason::Left,
+            });
+        }
+        assert_eq!(room.core().member_count(), 1);
+    }
+
+    #[test]
+    fn sweep_finds_closed_members_without_traffic() {
+        let mut room = Room::new("r", 60, Echo);
+        let a = join(&mut room, 1);
+        a.close(CloseReason::HeartbeatTimeout);
+        room.sweep();
+        assert_eq!(room.core().member_count(), 0);
+    }
+
+    #[test]
+    fn refused_commands_are_answered_with_an_error() {
+        let mut room = Room::new("r", 60, Echo);
+        let a = join(&mut room, 1);
+        room.handle(Command::Client {
+            session: 1,
+            body: Body::Leave(Default::default()),
+        });
+        let mut v = Vec::new();
+        a.take(&mut v);
+        let last = ServerMessage::decode(v.last().unwrap().clone()).unwrap();
+        assert!(
+            matches!(last.body, Some(ServerBody::Error(e)) if e.code == ErrorCode::UnknownMessage as i32)
+        );
+    }
+
+    #[test]
+    fn shutdown_closes_every_outbox() {
+        let mut room = Room::new("r", 60, Echo);
+        let a = join(&mut room, 1);
+        let b = join(&mut room, 2);
+        room.close_all(CloseReason::ShuttingDown);
+        assert_eq!(a.close_reason(), Some(CloseReason::ShuttingDown));
+        assert_eq!(b.close_reason(), Some(CloseReason::ShuttingDown));
+        assert_eq!(room.core_mut().member_count(), 0);
+    }
+}

@@ -1,0 +1,68 @@
+//! HTTP routes: the public port (WebSocket, room list) and the operations port (health).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use crate::engine::{Registry, RoomInfo, unix_time_us};
+use crate::transport::{SessionHub, ws_upgrade};
+
+#[derive(Serialize)]
+struct Rooms {
+    rooms: Vec<RoomInfo>,
+}
+
+async fn rooms(State(hub): State<Arc<SessionHub>>) -> Json<Rooms> {
+    Json(Rooms {
+        rooms: hub.registry.list(),
+    })
+}
+
+async fn index() -> &'static str {
+    "tickroom: open a WebSocket at /ws and send protobuf ClientMessage frames (docs/protocol.md); GET /rooms lists rooms\n"
+}
+
+/// Routes of the public port.
+pub fn public_router(hub: Arc<SessionHub>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/ws", get(ws_upgrade))
+        .route("/rooms", get(rooms))
+        .with_state(hub)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(hub): State<Arc<SessionHub>>) -> impl IntoResponse {
+    if hub.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+    }
+    if !hub.registry.all_ticking(unix_time_us()) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a room is not ticking on time\n",
+        );
+    }
+    (StatusCode::OK, "ready\n")
+}
+
+/// Routes of the operations port.
+pub fn ops_router(hub: Arc<SessionHub>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/rooms", get(rooms))
+        .with_state(hub)
+}
+
+/// Convenience for code that only has the registry (tests, tools).
+pub fn room_list(registry: &Registry) -> Vec<RoomInfo> {
+    registry.list()
+}

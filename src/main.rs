@@ -1,0 +1,123 @@
+//! The `tickroom` binary: flags, logging and signals around [`tickroom::Server`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tickroom::config::RoomConfig;
+use tickroom::{Config, Server};
+
+#[derive(Parser)]
+#[command(
+    name = "tickroom",
+    version,
+    about = "Fixed-tick multiplayer simulation server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve rooms (the embedded demo config unless --config is given).
+    Serve {
+        /// TOML config file; see `tickroom print-config` for every key.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Public address (WebSocket /ws, GET /rooms).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Operations address (health; loopback unless you mean otherwise).
+        #[arg(long)]
+        ops_listen: Option<SocketAddr>,
+        /// Log filter, e.g. "info" or "tickroom=debug" (RUST_LOG overrides).
+        #[arg(long, default_value = "info")]
+        log: String,
+    },
+    /// Print the embedded default config.
+    PrintConfig,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::PrintConfig => {
+            print!("{}", tickroom::config::DEFAULT_TOML);
+            Ok(())
+        }
+        Cmd::Serve {
+            config,
+            listen,
+            ops_listen,
+            log,
+        } => {
+            init_logging(&log);
+            let mut cfg = match &config {
+                Some(path) => Config::from_file(path)?,
+                None => Config::embedded(),
+            };
+            if let Some(addr) = listen {
+                cfg.server.listen = addr;
+            }
+            if let Some(addr) = ops_listen {
+                cfg.server.ops_listen = addr;
+            }
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(serve(cfg))
+        }
+    }
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let rooms: Vec<String> = cfg
+        .rooms
+        .iter()
+        .map(|r| match r {
+            RoomConfig::Game { name, game } => format!("{name} (game, {} Hz)", game.tick_hz),
+        })
+        .collect();
+    let server = Server::bind(cfg).await?;
+    let public = server.public_addr();
+    let ops = server.ops_addr();
+    tracing::info!("tickroom serving rooms: {}", rooms.join(", "));
+    tracing::info!("connect: ws://{public}/ws  (protobuf ClientMessage frames; docs/protocol.md)");
+    tracing::info!("rooms:   http://{public}/rooms");
+    tracing::info!("health:  http://{ops}/healthz  http://{ops}/readyz");
+    tracing::info!(
+        "try:     cargo run --release -p client-sim -- game --url ws://{public}/ws --clients 100 --duration 10"
+    );
+    let token = server.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received");
+        token.cancel();
+    });
+    server.run().await?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,135 @@
+//! The server: binds both ports, starts the rooms, serves until shutdown, then drains.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::engine::{Registry, RegistryError};
+use crate::http::{ops_router, public_router};
+use crate::transport::{SessionHub, serve};
+
+/// How long shutdown waits for sessions to say goodbye before stopping the rooms.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Rooms(#[from] RegistryError),
+}
+
+/// A bound, not yet serving server. Tests bind port 0 and read the addresses back.
+#[derive(Debug)]
+pub struct Server {
+    config: Config,
+    public: TcpListener,
+    ops: TcpListener,
+    hub: Arc<SessionHub>,
+    shutdown: CancellationToken,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+impl Server {
+    pub async fn bind(config: Config) -> Result<Self, ServerError> {
+        let public = bind(config.server.listen).await?;
+        let ops = bind(config.server.ops_listen).await?;
+        let registry = Registry::start(&config)?;
+        let shutdown = CancellationToken::new();
+        let hub = Arc::new(SessionHub::new(
+            registry,
+            config.session.clone(),
+            shutdown.clone(),
+            TaskTracker::new(),
+        ));
+        Ok(Self {
+            config,
+            public,
+            ops,
+            hub,
+            shutdown,
+        })
+    }
+
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public
+            .local_addr()
+            .expect("bound socket has an address")
+    }
+
+    pub fn ops_addr(&self) -> SocketAddr {
+        self.ops.local_addr().expect("bound socket has an address")
+    }
+
+    /// Cancel it to shut the server down.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    pub fn hub(&self) -> Arc<SessionHub> {
+        self.hub.clone()
+    }
+
+    /// Serves until the shutdown token fires, then closes every session with 1001, waits
+    /// (bounded) for them to end, and stops the rooms.
+    pub async fn run(self) -> Result<(), ServerError> {
+        let Server {
+            config,
+            public,
+            ops,
+            hub,
+            shutdown,
+        } = self;
+        let tracker = hub.tracker.clone();
+        // The operations port outlives the drain so /readyz can say "shutting down".
+        let ops_stop = CancellationToken::new();
+        let ops_tracker = TaskTracker::new();
+        ops_tracker.spawn(serve(
+            ops,
+            ops_router(hub.clone()),
+            ops_stop.clone(),
+            ops_tracker.clone(),
+            64,
+        ));
+        tracker.spawn(serve(
+            public,
+            public_router(hub.clone()),
+            shutdown.clone(),
+            tracker.clone(),
+            config.server.max_connections,
+        ));
+
+        shutdown.cancelled().await;
+        tracing::info!(sessions = hub.active(), "shutting down: closing sessions");
+        tracker.close();
+        if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                sessions = hub.active(),
+                "drain timed out; stopping rooms anyway"
+            );
+        }
+        let registry = hub.registry.clone();
+        let _ = tokio::task::spawn_blocking(move || registry.shutdown()).await;
+        ops_stop.cancel();
+        ops_tracker.close();
+        let _ = tokio::time::timeout(Duration::from_secs(1), ops_tracker.wait()).await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

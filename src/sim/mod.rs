@@ -1,0 +1,4 @@
+//! Room kinds: the simulations the engine runs. Each implements
+//! [`Simulation`](crate::engine::Simulation) and knows nothing about sockets.
+
+pub mod game;

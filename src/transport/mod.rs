@@ -1,0 +1,12 @@
+//! Transport: HTTP listener, WebSocket upgrade, and each session's reader and writer tasks.
+//! It moves bytes between sockets and rooms and knows nothing about game rules.
+
+mod listener;
+mod rate_limit;
+mod session;
+mod upgrade;
+
+pub use listener::serve;
+pub use rate_limit::{RateLimiter, Verdict};
+pub use session::{SessionHub, run_session};
+pub use upgrade::{ConnGuard, ws_config, ws_upgrade};

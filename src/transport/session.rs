@@ -1,0 +1,411 @@
+//! One WebSocket session: a reader task that decodes client messages and routes them to the
+//! room, and a writer task that drains the outbox with one flush per wake-up.
+//!
+//! Teardown is idempotent: whoever notices the end first (reader: close, error, timeout,
+//! bad input; writer: write error; room: slow consumer, kick; server: shutdown) closes the
+//! outbox with its reason, and everything else follows from that one closed flag.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt, stream::SplitSink};
+use prost::Message as _;
+use tickroom_proto::v1::{
+    ClientMessage, Error as ErrorMsg, ErrorCode, Join, Pong, ServerMessage, client_message::Body,
+    server_message::Body as ServerBody,
+};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::{
+    self, Message,
+    protocol::{CloseFrame, frame::coding::CloseCode},
+};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::rate_limit::{RateLimiter, Verdict};
+use crate::config::SessionConfig;
+use crate::engine::{
+    Command, JoinRequest, LeaveReason, Registry, RegistryError, RoomHandle, RoomStats, SendError,
+    SessionId, unix_time_us,
+};
+use crate::outbox::{CloseReason, Outbox};
+
+/// How long a closing session keeps reading for the peer's close reply, and how long the
+/// writer tries to deliver its close frame.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// What every session shares: the rooms, the limits, the shutdown signal and the figures.
+#[derive(Debug)]
+pub struct SessionHub {
+    pub registry: Arc<Registry>,
+    pub config: SessionConfig,
+    pub shutdown: CancellationToken,
+    pub tracker: TaskTracker,
+    next_id: AtomicU64,
+    active: AtomicU64,
+    rate_limited: AtomicU64,
+}
+
+impl SessionHub {
+    pub fn new(
+        registry: Arc<Registry>,
+        config: SessionConfig,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Self {
+        Self {
+            registry,
+            config,
+            shutdown,
+            tracker,
+            next_id: AtomicU64::new(1),
+            active: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
+        }
+    }
+
+    /// Sessions currently connected.
+    pub fn active(&self) -> u64 {
+        self.active.load(Relaxed)
+    }
+
+    /// Client messages dropped by the rate limit since start.
+    pub fn rate_limited(&self) -> u64 {
+        self.rate_limited.load(Relaxed)
+    }
+}
+
+/// Keeps the active-session count true however the session ends.
+struct ActiveGuard<'a>(&'a AtomicU64);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Runs a session to its end. `keep` is held for the session's lifetime (connection limit).
+pub async fn run_session<S, K>(
+    ws: WebSocketStream<S>,
+    hub: Arc<SessionHub>,
+    peer: SocketAddr,
+    keep: K,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    K: Send + 'static,
+{
+    hub.active.fetch_add(1, Relaxed);
+    let _active = ActiveGuard(&hub.active);
+    let id = hub.next_id.fetch_add(1, Relaxed);
+    let outbox = Arc::new(Outbox::new(hub.config.reliable_queue));
+    let token = hub.shutdown.child_token();
+    let (sink, stream) = ws.split();
+    let writer = hub.tracker.spawn(write_loop(
+        sink,
+        outbox.clone(),
+        token.clone(),
+        hub.config.ping_interval(),
+    ));
+    tracing::debug!(session = id, %peer, "session started");
+
+    let mut reader = Reader {
+        id,
+        hub: &hub,
+        outbox: &outbox,
+        room: None,
+        limiter: RateLimiter::new(
+            hub.config.rate_per_sec,
+            hub.config.rate_burst,
+            hub.config.abuse_drops,
+            hub.config.abuse_window(),
+            Instant::now().into_std(),
+        ),
+        buf: BytesMut::new(),
+    };
+    let mut stream = stream;
+    let reason = reader.read_loop(&mut stream, &token).await;
+    // First reason wins: a writer or room that closed first keeps its own.
+    outbox.close(reason);
+    let reason = outbox.close_reason().unwrap_or(reason);
+    if let Some(room) = reader.room.take() {
+        // If the queue is full the room's sweep still finds the closed outbox.
+        let _ = room.send(Command::Leave {
+            session: id,
+            reason: LeaveReason::Closed(reason),
+        });
+    }
+    if !matches!(reason, CloseReason::PeerGone) {
+        // Read on (and discard) until the peer answers our close frame or goes away, so
+        // unread bytes do not turn our close into a reset that loses the close frame.
+        let _ = tokio::time::timeout(CLOSE_LINGER * 2, async {
+            while let Some(Ok(_)) = stream.next().await {}
+        })
+        .await;
+    }
+    token.cancel();
+    let _ = writer.await;
+    drop(keep);
+    tracing::debug!(session = id, reason = reason.as_str(), "session ended");
+}
+
+struct Reader<'a> {
+    id: SessionId,
+    hub: &'a SessionHub,
+    outbox: &'a Arc<Outbox>,
+    room: Option<Arc<RoomHandle>>,
+    limiter: RateLimiter,
+    buf: BytesMut,
+}
+
+impl Reader<'_> {
+    async fn read_loop<St>(&mut self, stream: &mut St, token: &CancellationToken) -> CloseReason
+    where
+        St: futures_util::Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
+    {
+        let idle_timeout = self.hub.config.idle_timeout();
+        let idle = tokio::time::sleep(idle_timeout);
+        tokio::pin!(idle);
+        loop {
+            let msg = tokio::select! {
+                biased;
+                _ = token.cancelled() => {
+                    return self.outbox.close_reason().unwrap_or(CloseReason::ShuttingDown);
+                }
+                _ = &mut idle => return CloseReason::HeartbeatTimeout,
+                msg = stream.next() => msg,
+            };
+            idle.as_mut().reset(Instant::now() + idle_timeout);
+            match msg {
+                None => return CloseReason::PeerGone,
+                Some(Err(e)) => return read_error_reason(&e),
+                Some(Ok(Message::Binary(bytes))) => {
+                    if let Some(reason) = self.on_binary(bytes) {
+                        return reason;
+                    }
+                }
+                Some(Ok(Message::Text(_))) => return CloseReason::TextFrame,
+                Some(Ok(Message::Close(_))) => return CloseReason::ClientClosed,
+                // Pings are answered by tungstenite; any frame proves the peer alive.
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+            }
+        }
+    }
+
+    fn on_binary(&mut self, bytes: Bytes) -> Option<CloseReason> {
+        match self.limiter.check(Instant::now().into_std()) {
+            Verdict::Allow => {}
+            Verdict::Drop { notify } => {
+                self.hub.rate_limited.fetch_add(1, Relaxed);
+                if notify {
+                    self.send_error(
+                        ErrorCode::RateLimited,
+                        "message rate limit exceeded: messages are being dropped",
+                    );
+                }
+                return None;
+            }
+            Verdict::Abuse => return Some(CloseReason::RateAbuse),
+        }
+        let msg = match ClientMessage::decode(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                self.send_error(ErrorCode::Malformed, &format!("not a ClientMessage: {e}"));
+                return None;
+            }
+        };
+        match msg.body {
+            None => self.send_error(
+                ErrorCode::UnknownMessage,
+                "ClientMessage has no body this server knows",
+            ),
+            Some(Body::Join(join)) => self.join(join),
+            Some(Body::Leave(_)) => match self.room.take() {
+                Some(room) => {
+                    let _ = room.send(Command::Leave {
+                        session: self.id,
+                        reason: LeaveReason::Left,
+                    });
+                }
+                None => self.send_error(ErrorCode::NotInRoom, "not in a room"),
+            },
+            Some(Body::Ping(ping)) => {
+                let pong = ServerBody::Pong(Pong {
+                    client_time_us: ping.client_time_us,
+                    server_time_us: unix_time_us(),
+                });
+                self.send(pong);
+            }
+            Some(body) => self.to_room(body),
+        }
+        None
+    }
+
+    fn join(&mut self, join: Join) {
+        if join.room.is_empty() {
+            return self.send_error(ErrorCode::InvalidArgument, "join: room is empty");
+        }
+        if join.resume_token.len() > 128 {
+            return self.send_error(ErrorCode::InvalidArgument, "join: resume_token too long");
+        }
+        if let Some(old) = self.room.take() {
+            let _ = old.send(Command::Leave {
+                session: self.id,
+                reason: LeaveReason::Left,
+            });
+        }
+        let room = match self.hub.registry.get_or_create(&join.room) {
+            Ok(room) => room,
+            Err(e) => {
+                let code = match e {
+                    RegistryError::NotFound(_) => ErrorCode::RoomNotFound,
+                    RegistryError::BadName(_) => ErrorCode::InvalidArgument,
+                    _ => ErrorCode::Unavailable,
+                };
+                return self.send_error(code, &e.to_string());
+            }
+        };
+        let cmd = Command::Join(JoinRequest {
+            session: self.id,
+            outbox: self.outbox.clone(),
+            resume_token: join.resume_token,
+        });
+        match room.send(cmd) {
+            Ok(()) => self.room = Some(room),
+            Err(e) => self.send_error(send_error_code(e), &format!("join: {e}")),
+        }
+    }
+
+    fn to_room(&mut self, body: Body) {
+        let Some(room) = &self.room else {
+            return self.send_error(ErrorCode::NotInRoom, "join a room first");
+        };
+        if let Err(e) = room.send(Command::Client {
+            session: self.id,
+            body,
+        }) {
+            if e == SendError::Gone {
+                self.room = None;
+            }
+            self.send_error(send_error_code(e), &e.to_string());
+        }
+    }
+
+    fn send_error(&mut self, code: ErrorCode, message: &str) {
+        self.send(ServerBody::Error(ErrorMsg {
+            code: code as i32,
+            message: message.to_owned(),
+        }));
+    }
+
+    /// Queues a message of the session's own (pong, error) on the reliable path.
+    fn send(&mut self, body: ServerBody) {
+        let tick = self
+            .room
+            .as_ref()
+            .map_or(0, |r| RoomStats::get(&r.stats.tick));
+        let msg = ServerMessage {
+            tick,
+            body: Some(body),
+        };
+        self.buf.reserve(msg.encoded_len());
+        msg.encode(&mut self.buf).expect("reserved");
+        // On overflow the outbox closes itself as a slow consumer; the writer reports it.
+        let _ = self.outbox.push_reliable(self.buf.split().freeze());
+    }
+}
+
+fn send_error_code(e: SendError) -> ErrorCode {
+    match e {
+        SendError::Full => ErrorCode::Busy,
+        SendError::Gone => ErrorCode::Unavailable,
+    }
+}
+
+fn read_error_reason(e: &tungstenite::Error) -> CloseReason {
+    use tungstenite::Error as E;
+    match e {
+        E::Capacity(_) => CloseReason::MessageTooBig,
+        E::Protocol(_) | E::Utf8(_) => CloseReason::ProtocolError,
+        _ => CloseReason::PeerGone,
+    }
+}
+
+type Sink<S> = SplitSink<WebSocketStream<S>, Message>;
+
+/// Sends everything pending, then flushes once: one socket write per wake-up.
+async fn write_batch<S>(
+    sink: &mut Sink<S>,
+    batch: &mut Vec<Bytes>,
+) -> Result<(), tungstenite::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    for frame in batch.drain(..) {
+        sink.feed(Message::Binary(frame)).await?;
+    }
+    sink.flush().await
+}
+
+async fn write_loop<S>(
+    mut sink: Sink<S>,
+    outbox: Arc<Outbox>,
+    token: CancellationToken,
+    ping_every: Duration,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut batch: Vec<Bytes> = Vec::new();
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let reason = loop {
+        tokio::select! {
+            biased;
+            _ = token.cancelled() => {
+                outbox.close(CloseReason::ShuttingDown);
+            }
+            _ = outbox.ready() => {}
+            _ = ping.tick() => {
+                if sink.feed(Message::Ping(Bytes::new())).await.is_err() {
+                    break CloseReason::PeerGone;
+                }
+            }
+        }
+        let taken = outbox.take(&mut batch);
+        let write = write_batch(&mut sink, &mut batch);
+        let written = if taken.closed.is_some() {
+            // Last frames before the close frame: worth a bounded try, no more.
+            matches!(tokio::time::timeout(CLOSE_LINGER, write).await, Ok(Ok(())))
+        } else {
+            // A peer that stopped reading must not hold the writer past the session's end.
+            tokio::select! {
+                biased;
+                r = write => r.is_ok(),
+                _ = token.cancelled() => false,
+            }
+        };
+        if let Some(reason) = taken.closed {
+            break reason;
+        }
+        if !written {
+            outbox.close(CloseReason::PeerGone);
+            break outbox.close_reason().unwrap_or(CloseReason::PeerGone);
+        }
+    };
+    // The batch's memory goes with the session, not kept for a next write that never comes.
+    drop(batch);
+    if reason != CloseReason::PeerGone {
+        let (code, text) = reason.close_code();
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: text.into(),
+        };
+        let _ = tokio::time::timeout(CLOSE_LINGER, sink.send(Message::Close(Some(frame)))).await;
+    }
+    outbox.close(reason);
+    token.cancel();
+}

@@ -1,0 +1,124 @@
+//! The WebSocket upgrade on `GET /ws`: checks the handshake, answers 101, and starts the
+//! session on the upgraded connection with this server's WebSocket limits.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+use super::session::{SessionHub, run_session};
+use crate::config::SessionConfig;
+
+/// Held by a connection for as long as it lives, upgraded or not (connection limit).
+#[derive(Debug, Clone)]
+pub struct ConnGuard(#[allow(dead_code)] pub Arc<tokio::sync::OwnedSemaphorePermit>);
+
+/// WebSocket limits for one session: small buffers, since an idle session should cost a
+/// few KB, and messages capped at the configured size (larger ones close with 1009).
+pub fn ws_config(cfg: &SessionConfig) -> WebSocketConfig {
+    let max = cfg.max_message_bytes;
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(64 * 1024)
+        .max_write_buffer_size(64 * 1024 * 1024)
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+}
+
+fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+fn reject(status: StatusCode, why: &'static str) -> Response {
+    (status, why).into_response()
+}
+
+/// `GET /ws`.
+pub async fn ws_upgrade(
+    State(hub): State<Arc<SessionHub>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut req: Request,
+) -> Response {
+    if req.method() != Method::GET {
+        return reject(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use GET to open a WebSocket\n",
+        );
+    }
+    let headers = req.headers();
+    if !header_has_token(headers, header::UPGRADE, "websocket")
+        || !header_has_token(headers, header::CONNECTION, "upgrade")
+    {
+        let mut resp = reject(
+            StatusCode::UPGRADE_REQUIRED,
+            "this endpoint speaks WebSocket: send Connection: Upgrade and Upgrade: websocket\n",
+        );
+        resp.headers_mut()
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        return resp;
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
+        let mut resp = reject(
+            StatusCode::BAD_REQUEST,
+            "Sec-WebSocket-Version must be 13\n",
+        );
+        resp.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return resp;
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return reject(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
+    };
+    if hub.shutdown.is_cancelled() {
+        return reject(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down\n");
+    }
+    let accept = derive_accept_key(key.as_bytes());
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return reject(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "connection cannot be upgraded\n",
+        );
+    };
+    let guard = req.extensions_mut().remove::<ConnGuard>();
+    let config = ws_config(&hub.config);
+    let tracker = hub.tracker.clone();
+    tracker.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
+                run_session(ws, hub, peer, guard).await;
+            }
+            Err(e) => tracing::debug!(%peer, error = %e, "upgrade failed"),
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(Body::empty())
+        .expect("static response parts are valid")
+}
