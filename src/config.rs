@@ -157,18 +157,31 @@ impl Config {
         Self::from_toml(DEFAULT_TOML).expect("embedded default config is valid")
     }
 
+    /// A config from TOML text alone; keys it lacks take the built-in defaults.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let config: Config = toml::from_str(text)?;
         config.validate()?;
         Ok(config)
     }
 
+    /// The embedded demo config with `text` laid over it key by key. Tables merge; any
+    /// other value, `rooms` included, replaces the default's.
+    pub fn over_embedded(text: &str) -> Result<Self, ConfigError> {
+        let mut base: toml::Table = toml::from_str(DEFAULT_TOML)?;
+        let over: toml::Table = toml::from_str(text)?;
+        merge(&mut base, over);
+        let config: Config = base.try_into()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads a config file and lays it over the embedded default.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        Self::from_toml(&text)
+        Self::over_embedded(&text)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -215,6 +228,17 @@ impl Config {
     }
 }
 
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +252,26 @@ mod tests {
         assert_eq!(name, "arena");
         assert_eq!(game.tick_hz, 60);
         assert_eq!(game.bots, 100);
+    }
+
+    #[test]
+    fn a_file_is_laid_over_the_embedded_default() {
+        let c = Config::over_embedded("[server]\nlisten = \"127.0.0.1:7000\"").unwrap();
+        assert_eq!(c.server.listen.port(), 7000);
+        assert_eq!(
+            c.server.ops_listen.port(),
+            9090,
+            "untouched keys keep the default"
+        );
+        assert_eq!(c.rooms.len(), 1, "the demo arena stays");
+        let c =
+            Config::over_embedded("[[rooms]]\nname = \"duel\"\nkind = \"game\"\nbots = 2").unwrap();
+        assert_eq!(c.rooms.len(), 1);
+        assert_eq!(
+            c.rooms[0].name(),
+            "duel",
+            "rooms are replaced, not appended"
+        );
     }
 
     #[test]

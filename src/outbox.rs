@@ -14,8 +14,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-/// An interest group: the unit a snapshot is encoded for (a whole game room, later a symbol).
+/// An interest group within a room: the unit a snapshot is encoded for (a whole game room,
+/// later a symbol).
 pub type GroupId = u32;
+
+/// A snapshot slot in an outbox: the group qualified by its room, so a session that moves
+/// between rooms never has one room's snapshot replace another's.
+pub type SlotKey = u64;
 
 /// Why a session ends. The first reason given wins; later ones are ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +93,7 @@ pub struct Closed(pub CloseReason);
 #[derive(Debug)]
 enum Entry {
     Reliable(Bytes),
-    Snapshot(GroupId, Bytes),
+    Snapshot(SlotKey, Bytes),
 }
 
 #[derive(Debug, Default)]
@@ -104,6 +109,7 @@ struct State {
 pub struct Outbox {
     state: Mutex<State>,
     notify: Notify,
+    closed_notify: Notify,
     // Mirrors `state.closed.is_some()` so the room's sweep needs no lock.
     closed: AtomicBool,
     reliable_cap: usize,
@@ -121,6 +127,7 @@ impl Outbox {
         Self {
             state: Mutex::new(State::default()),
             notify: Notify::new(),
+            closed_notify: Notify::new(),
             closed: AtomicBool::new(false),
             reliable_cap: reliable_cap.max(1),
         }
@@ -138,7 +145,7 @@ impl Outbox {
     pub fn deliver(
         &self,
         reliable: &[Bytes],
-        snapshot: Option<(GroupId, &Bytes)>,
+        snapshot: Option<(SlotKey, &Bytes)>,
     ) -> Result<(), Closed> {
         let mut st = self.lock();
         if let Some(reason) = st.closed {
@@ -180,7 +187,7 @@ impl Outbox {
     }
 
     /// Queues a snapshot for `group`, replacing a pending older one.
-    pub fn publish(&self, group: GroupId, frame: &Bytes) -> Result<(), Closed> {
+    pub fn publish(&self, group: SlotKey, frame: &Bytes) -> Result<(), Closed> {
         self.deliver(&[], Some((group, frame)))
     }
 
@@ -195,6 +202,7 @@ impl Outbox {
         self.closed.store(true, Ordering::Release);
         drop(st);
         self.notify.notify_one();
+        self.closed_notify.notify_waiters();
         true
     }
 
@@ -242,6 +250,20 @@ impl Outbox {
     /// Snapshots replaced by a newer one before the writer took them.
     pub fn conflated(&self) -> u64 {
         self.lock().conflated
+    }
+
+    /// Resolves once the outbox is closed (by anyone, for any reason).
+    pub async fn closed(&self) {
+        loop {
+            let notified = self.closed_notify.notified();
+            tokio::pin!(notified);
+            // Register before checking, so a close between the check and the await is seen.
+            notified.as_mut().enable();
+            if self.is_closed() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Resolves once something was queued or the outbox closed since the last wake-up.
@@ -340,6 +362,24 @@ mod tests {
             let v = taken(o);
             assert_eq!(v[0].as_ptr(), frame.as_ptr());
         }
+    }
+
+    #[tokio::test]
+    async fn closed_resolves_for_waiters_and_after_the_fact() {
+        let o = std::sync::Arc::new(Outbox::new(4));
+        let waiter = tokio::spawn({
+            let o = o.clone();
+            async move { o.closed().await }
+        });
+        tokio::task::yield_now().await;
+        o.close(CloseReason::SlowConsumer);
+        tokio::time::timeout(std::time::Duration::from_secs(1), waiter)
+            .await
+            .expect("waiter woken")
+            .unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(1), o.closed())
+            .await
+            .expect("already closed resolves at once");
     }
 
     #[tokio::test]

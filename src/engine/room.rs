@@ -19,7 +19,10 @@ const TICK_TAG: u32 = 1;
 const SNAPSHOT_TAG: u32 = 3;
 
 use super::{Command, CommandError, JoinRequest, LeaveReason, SessionId, Simulation};
-use crate::outbox::{CloseReason, Closed, GroupId, Outbox};
+use crate::outbox::{CloseReason, Closed, GroupId, Outbox, SlotKey};
+
+/// Gives every room a distinct number for its outbox slot keys.
+static NEXT_ROOM_UID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
 
 #[derive(Debug)]
 struct Member {
@@ -40,6 +43,7 @@ struct Group {
 #[derive(Debug)]
 pub struct RoomCore {
     name: Arc<str>,
+    uid: u32,
     kind: RoomKind,
     tick_rate_hz: u32,
     tick: u64,
@@ -57,6 +61,7 @@ impl RoomCore {
     fn new(name: Arc<str>, kind: RoomKind, tick_rate_hz: u32) -> Self {
         Self {
             name,
+            uid: NEXT_ROOM_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             kind,
             tick_rate_hz,
             tick: 0,
@@ -240,9 +245,10 @@ impl RoomCore {
                 continue;
             };
             let snapshot = g.snapshot.take();
+            let slot: SlotKey = (u64::from(self.uid) << 32) | u64::from(group);
             for (session, outbox) in &g.members {
                 if let Err(Closed(reason)) =
-                    outbox.deliver(&g.reliable, snapshot.as_ref().map(|s| (group, s)))
+                    outbox.deliver(&g.reliable, snapshot.as_ref().map(|s| (slot, s)))
                 {
                     self.closed.push((*session, reason));
                 }

@@ -36,7 +36,9 @@ pub struct GameConfig {
     pub resume_grace_ms: u64,
     /// Seed of bot paths and spawn points.
     pub seed: u64,
-    /// Inputs applied per avatar per tick; the rest wait for the next tick.
+    /// Most inputs applied to one avatar in one tick. Each tick adds one step of budget
+    /// (capped at this), each input spends one: a client that sends faster than the tick
+    /// rate queues inputs, it does not move faster.
     pub max_inputs_per_tick: u32,
     /// Inputs an avatar may have waiting; beyond that they are refused.
     pub input_queue: u32,
@@ -118,6 +120,8 @@ struct Avatar {
     inputs: VecDeque<Move>,
     last_received_seq: u32,
     detached_at: Option<u64>,
+    /// Movement steps this avatar may take now (see `max_inputs_per_tick`).
+    budget: u32,
 }
 
 /// See the module docs.
@@ -183,11 +187,6 @@ impl GameRoom {
         )
     }
 
-    fn entity_mut(&mut self, id: u32) -> Option<&mut Ent> {
-        let i = self.entities.binary_search_by_key(&id, |e| e.id).ok()?;
-        Some(&mut self.entities[i])
-    }
-
     /// Current position of an object (tests and tools).
     pub fn position(&self, id: u32) -> Option<(f32, f32)> {
         let i = self.entities.binary_search_by_key(&id, |e| e.id).ok()?;
@@ -219,6 +218,7 @@ impl GameRoom {
             resumed,
             world_width: self.cfg.world_width,
             world_height: self.cfg.world_height,
+            speed: self.cfg.speed,
             ..Default::default()
         }
     }
@@ -246,28 +246,24 @@ impl GameRoom {
 
     fn apply_inputs(&mut self, step: f32) {
         let (w, h) = (self.cfg.world_width, self.cfg.world_height);
-        let per_tick = self.cfg.max_inputs_per_tick as usize;
-        // Avatars are few next to entities; iterate ids to keep borrows apart.
-        let ids: Vec<u32> = self
-            .avatars
-            .iter()
-            .filter(|(_, a)| !a.inputs.is_empty())
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
-            let moves: Vec<Move> = {
-                let a = self.avatars.get_mut(&id).expect("listed above");
-                let n = a.inputs.len().min(per_tick);
-                a.inputs.drain(..n).collect()
-            };
-            if let Some(e) = self.entity_mut(id) {
-                for m in moves {
-                    e.x = (e.x + m.dx * step).clamp(0.0, w);
-                    e.y = (e.y + m.dy * step).clamp(0.0, h);
-                    e.last_input_seq = m.seq;
-                }
-                self.changed = true;
+        let cap = self.cfg.max_inputs_per_tick;
+        for (id, a) in &mut self.avatars {
+            a.budget = (a.budget + 1).min(cap);
+            if a.inputs.is_empty() {
+                continue;
             }
+            let n = a.inputs.len().min(a.budget as usize);
+            a.budget -= n as u32;
+            let Ok(i) = self.entities.binary_search_by_key(id, |e| e.id) else {
+                continue;
+            };
+            let e = &mut self.entities[i];
+            for m in a.inputs.drain(..n) {
+                e.x = (e.x + m.dx * step).clamp(0.0, w);
+                e.y = (e.y + m.dy * step).clamp(0.0, h);
+                e.last_input_seq = m.seq;
+            }
+            self.changed = true;
         }
     }
 
@@ -340,6 +336,7 @@ impl Simulation for GameRoom {
                 inputs: VecDeque::new(),
                 last_received_seq: 0,
                 detached_at: None,
+                budget: 1,
             },
         );
         self.by_token.insert(token.clone(), id);
@@ -427,9 +424,12 @@ impl Simulation for GameRoom {
     }
 
     fn replicate(&mut self, ctx: &mut RoomCore) {
+        let mut deleted = std::mem::take(&mut self.deleted);
         for id in std::mem::take(&mut self.created) {
-            // Created and deleted in the same tick: nobody needs to hear of it.
-            if let Ok(i) = self.entities.binary_search_by_key(&id, |e| e.id) {
+            if let Some(pos) = deleted.iter().position(|d| *d == id) {
+                // Created and deleted within one tick: nobody needs to hear of it.
+                deleted.remove(pos);
+            } else if let Ok(i) = self.entities.binary_search_by_key(&id, |e| e.id) {
                 let object = self.entities[i].object();
                 ctx.broadcast(
                     WORLD,
@@ -439,7 +439,7 @@ impl Simulation for GameRoom {
                 );
             }
         }
-        for id in std::mem::take(&mut self.deleted) {
+        for id in deleted {
             ctx.broadcast(WORLD, ServerBody::ObjectDeleted(ObjectDeleted { id }));
         }
         if !self.changed {
@@ -455,5 +455,184 @@ impl Simulation for GameRoom {
         };
         ctx.publish_snapshot(WORLD, &snapshot);
         self.scratch = snapshot.objects;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use prost::Message;
+    use tickroom_proto::v1::ServerMessage;
+
+    use super::*;
+    use crate::engine::{Command, Room};
+    use crate::outbox::Outbox;
+
+    fn room(cfg: GameConfig) -> Room<GameRoom> {
+        Room::new("arena", cfg.tick_hz, GameRoom::new(cfg))
+    }
+
+    fn join(room: &mut Room<GameRoom>, session: SessionId, token: &str) -> Arc<Outbox> {
+        let outbox = Arc::new(Outbox::new(1024));
+        room.handle(Command::Join(JoinRequest {
+            session,
+            outbox: outbox.clone(),
+            resume_token: token.into(),
+        }));
+        outbox
+    }
+
+    fn drain(o: &Outbox) -> Vec<ServerMessage> {
+        let mut v: Vec<Bytes> = Vec::new();
+        o.take(&mut v);
+        v.into_iter()
+            .map(|b| ServerMessage::decode(b).unwrap())
+            .collect()
+    }
+
+    fn welcome(msgs: &[ServerMessage]) -> Welcome {
+        msgs.iter()
+            .find_map(|m| match &m.body {
+                Some(ServerBody::Welcome(w)) => Some(w.clone()),
+                _ => None,
+            })
+            .expect("welcome")
+    }
+
+    fn input(room: &mut Room<GameRoom>, session: SessionId, seq: u32, x: f32) {
+        room.handle(Command::Client {
+            session,
+            body: Body::Input(tickroom_proto::v1::Input {
+                seq,
+                move_x: x,
+                move_y: 0.0,
+            }),
+        });
+    }
+
+    #[test]
+    fn bots_are_deterministic_for_a_seed() {
+        let cfg = GameConfig {
+            bots: 50,
+            ..Default::default()
+        };
+        let (mut a, mut b) = (room(cfg.clone()), room(cfg));
+        for tick in 1..=300 {
+            a.begin_tick(tick, 0);
+            a.run_tick();
+            b.begin_tick(tick, 0);
+            b.run_tick();
+        }
+        for id in 1..=50 {
+            let p = a.sim().position(id).unwrap();
+            assert_eq!(p, b.sim().position(id).unwrap());
+            assert!((0.0..=1000.0).contains(&p.0) && (0.0..=1000.0).contains(&p.1));
+        }
+    }
+
+    #[test]
+    fn sending_faster_than_the_tick_rate_does_not_move_faster() {
+        let mut r = room(GameConfig::default());
+        r.begin_tick(1, 0);
+        let o = join(&mut r, 1, "");
+        r.run_tick();
+        let id = welcome(&drain(&o)).your_object_id;
+        // Park the avatar at the left edge so the path is not clamped.
+        for tick in 2..=320 {
+            input(&mut r, 1, tick as u32, -1.0);
+            r.begin_tick(tick, 0);
+            r.run_tick();
+        }
+        let x0 = r.sim().position(id).unwrap().0;
+        assert_eq!(x0, 0.0);
+        // 64 queued inputs at once, then 10 ticks: 10 steps, plus at most the budget cap.
+        for seq in 401..=464 {
+            input(&mut r, 1, seq, 1.0);
+        }
+        for tick in 321..=330 {
+            r.begin_tick(tick, 0);
+            r.run_tick();
+        }
+        let step = 200.0 / 60.0;
+        let x = r.sim().position(id).unwrap().0;
+        let steps = (x / step).round() as u32;
+        assert!(
+            (10..=13).contains(&steps),
+            "moved {steps} steps in 10 ticks"
+        );
+    }
+
+    #[test]
+    fn a_disconnected_avatar_waits_out_the_grace_period_then_is_deleted() {
+        let cfg = GameConfig {
+            resume_grace_ms: 1000,
+            ..Default::default()
+        };
+        let mut r = room(cfg);
+        r.begin_tick(1, 0);
+        let watcher = join(&mut r, 1, "");
+        let o = join(&mut r, 2, "");
+        r.run_tick();
+        let w = welcome(&drain(&o));
+        drain(&watcher);
+        r.handle(Command::Leave {
+            session: 2,
+            reason: LeaveReason::Closed(CloseReason::PeerGone),
+        });
+        for tick in 2..=60 {
+            r.begin_tick(tick, 0);
+            r.run_tick();
+        }
+        assert!(
+            r.sim().position(w.your_object_id).is_some(),
+            "parked, not deleted"
+        );
+        for tick in 61..=62 {
+            r.begin_tick(tick, 0);
+            r.run_tick();
+        }
+        assert!(r.sim().position(w.your_object_id).is_none());
+        let deleted = drain(&watcher).into_iter().any(
+            |m| matches!(m.body, Some(ServerBody::ObjectDeleted(d)) if d.id == w.your_object_id),
+        );
+        assert!(deleted, "the watcher hears of the deletion");
+    }
+
+    #[test]
+    fn a_full_room_refuses_with_room_full() {
+        let mut r = room(GameConfig {
+            max_players: 1,
+            ..Default::default()
+        });
+        join(&mut r, 1, "");
+        let o = join(&mut r, 2, "");
+        let msgs = drain(&o);
+        assert!(
+            matches!(&msgs[0].body, Some(ServerBody::Error(e)) if e.code == ErrorCode::RoomFull as i32)
+        );
+        assert_eq!(r.core().member_count(), 1);
+    }
+
+    #[test]
+    fn a_snapshot_of_100_objects_is_small() {
+        let mut r = room(GameConfig {
+            bots: 99,
+            ..Default::default()
+        });
+        r.begin_tick(1, 1_700_000_000_000_000);
+        let o = join(&mut r, 1, "");
+        r.run_tick();
+        let mut frames = Vec::new();
+        o.take(&mut frames);
+        let snap = frames.last().unwrap();
+        let msg = ServerMessage::decode(snap.clone()).unwrap();
+        let Some(ServerBody::Snapshot(s)) = msg.body else {
+            panic!("last frame is the snapshot")
+        };
+        assert_eq!(s.objects.len(), 100);
+        // About 19 bytes an object: id, kind, two floats, framing.
+        assert!(snap.len() < 2_200, "{} bytes", snap.len());
     }
 }

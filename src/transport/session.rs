@@ -176,6 +176,10 @@ impl Reader<'_> {
                 _ = token.cancelled() => {
                     return self.outbox.close_reason().unwrap_or(CloseReason::ShuttingDown);
                 }
+                // The room or the writer ended the session (slow consumer, kick, write error).
+                _ = self.outbox.closed() => {
+                    return self.outbox.close_reason().unwrap_or(CloseReason::PeerGone);
+                }
                 _ = &mut idle => return CloseReason::HeartbeatTimeout,
                 msg = stream.next() => msg,
             };
@@ -224,15 +228,13 @@ impl Reader<'_> {
                 "ClientMessage has no body this server knows",
             ),
             Some(Body::Join(join)) => self.join(join),
-            Some(Body::Leave(_)) => match self.room.take() {
-                Some(room) => {
-                    let _ = room.send(Command::Leave {
-                        session: self.id,
-                        reason: LeaveReason::Left,
-                    });
+            Some(Body::Leave(_)) => {
+                if self.room.is_none() {
+                    self.send_error(ErrorCode::NotInRoom, "not in a room");
+                } else if let Err(e) = self.leave_room() {
+                    self.send_error(ErrorCode::Busy, &format!("leave: {e}; try again"));
                 }
-                None => self.send_error(ErrorCode::NotInRoom, "not in a room"),
-            },
+            }
             Some(Body::Ping(ping)) => {
                 let pong = ServerBody::Pong(Pong {
                     client_time_us: ping.client_time_us,
@@ -240,7 +242,7 @@ impl Reader<'_> {
                 });
                 self.send(pong);
             }
-            Some(body) => self.to_room(body),
+            Some(body) => self.forward_to_room(body),
         }
         None
     }
@@ -252,11 +254,8 @@ impl Reader<'_> {
         if join.resume_token.len() > 128 {
             return self.send_error(ErrorCode::InvalidArgument, "join: resume_token too long");
         }
-        if let Some(old) = self.room.take() {
-            let _ = old.send(Command::Leave {
-                session: self.id,
-                reason: LeaveReason::Left,
-            });
+        if let Err(e) = self.leave_room() {
+            return self.send_error(ErrorCode::Busy, &format!("leaving the current room: {e}"));
         }
         let room = match self.hub.registry.get_or_create(&join.room) {
             Ok(room) => room,
@@ -280,7 +279,25 @@ impl Reader<'_> {
         }
     }
 
-    fn to_room(&mut self, body: Body) {
+    /// Leaves the current room, if any. A full room queue keeps the session in the room
+    /// (the client is told and may retry); a vanished room counts as left.
+    fn leave_room(&mut self) -> Result<(), SendError> {
+        let Some(room) = &self.room else {
+            return Ok(());
+        };
+        match room.send(Command::Leave {
+            session: self.id,
+            reason: LeaveReason::Left,
+        }) {
+            Err(SendError::Full) => Err(SendError::Full),
+            Ok(()) | Err(SendError::Gone) => {
+                self.room = None;
+                Ok(())
+            }
+        }
+    }
+
+    fn forward_to_room(&mut self, body: Body) {
         let Some(room) = &self.room else {
             return self.send_error(ErrorCode::NotInRoom, "join a room first");
         };
@@ -328,8 +345,12 @@ fn send_error_code(e: SendError) -> ErrorCode {
 
 fn read_error_reason(e: &tungstenite::Error) -> CloseReason {
     use tungstenite::Error as E;
+    use tungstenite::error::ProtocolError as P;
     match e {
         E::Capacity(_) => CloseReason::MessageTooBig,
+        // A TCP close without a close frame is a lost connection, not a bad client: the
+        // avatar stays resumable.
+        E::Protocol(P::ResetWithoutClosingHandshake) => CloseReason::PeerGone,
         E::Protocol(_) | E::Utf8(_) => CloseReason::ProtocolError,
         _ => CloseReason::PeerGone,
     }
@@ -386,6 +407,7 @@ async fn write_loop<S>(
                 biased;
                 r = write => r.is_ok(),
                 _ = token.cancelled() => false,
+                _ = outbox.closed() => false,
             }
         };
         if let Some(reason) = taken.closed {

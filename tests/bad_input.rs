@@ -1,0 +1,192 @@
+//! Bad input gets a documented error or close code and never disturbs other sessions.
+
+mod common;
+
+use common::*;
+use tickroom::proto::v1::{ErrorCode, Ping, client_message::Body, server_message::Body as SBody};
+use tokio_tungstenite::tungstenite::Message;
+
+async fn expect_error(c: &mut Client, code: ErrorCode) -> String {
+    let m = c
+        .recv_until(|m| matches!(m.body, Some(SBody::Error(_))))
+        .await;
+    let Some(SBody::Error(e)) = m.body else {
+        unreachable!()
+    };
+    assert_eq!(e.code, code as i32, "error message: {}", e.message);
+    assert!(!e.message.is_empty());
+    e.message
+}
+
+/// A bystander that must keep receiving snapshots while others misbehave.
+async fn bystander(server: &TestServer) -> (Client, u64) {
+    let mut c = Client::connect(server).await;
+    c.join("arena").await;
+    let (tick, _) = c.snapshot().await;
+    (c, tick)
+}
+
+async fn still_receiving(c: &mut Client, after: u64) {
+    let (tick, _) = c.snapshot().await;
+    assert!(tick > after);
+    let (next, _) = c.snapshot().await;
+    assert!(next > tick);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_bytes_get_an_error_and_the_session_goes_on() {
+    let server = start(test_config()).await;
+    let (mut other, tick) = bystander(&server).await;
+    let mut c = Client::connect(&server).await;
+    // Field 1, wire type 2, length 200 with 2 bytes of payload: truncated.
+    c.send_raw(raw(&[0x0a, 0xc8, 0x01, 0x01, 0x02])).await;
+    let why = expect_error(&mut c, ErrorCode::Malformed).await;
+    assert!(why.contains("ClientMessage"), "{why}");
+    // No body at all (e.g. a message type from a newer protocol).
+    c.send_raw(raw(&[])).await;
+    expect_error(&mut c, ErrorCode::UnknownMessage).await;
+    // Room-bound messages before joining.
+    c.input(1, 1.0, 0.0).await;
+    expect_error(&mut c, ErrorCode::NotInRoom).await;
+    c.send(Body::Leave(Default::default())).await;
+    expect_error(&mut c, ErrorCode::NotInRoom).await;
+    // Unknown room (auto-create is off in tests).
+    c.send(Body::Join(tickroom::proto::v1::Join {
+        room: "nope".into(),
+        resume_token: String::new(),
+    }))
+    .await;
+    expect_error(&mut c, ErrorCode::RoomNotFound).await;
+    // The session still works.
+    c.send(Body::Ping(Ping { client_time_us: 42 })).await;
+    let pong = c
+        .recv_until(|m| matches!(m.body, Some(SBody::Pong(_))))
+        .await;
+    let Some(SBody::Pong(p)) = pong.body else {
+        unreachable!()
+    };
+    assert_eq!(p.client_time_us, 42);
+    assert!(p.server_time_us > 0);
+    c.join("arena").await;
+    c.snapshot().await;
+    still_receiving(&mut other, tick).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_frame_closes_with_1003() {
+    let server = start(test_config()).await;
+    let (mut other, tick) = bystander(&server).await;
+    let mut c = Client::connect(&server).await;
+    c.join("arena").await;
+    c.send_raw(Message::text("{\"join\":\"arena\"}")).await;
+    let closed = c.expect_close().await;
+    assert_eq!(closed.code, 1003);
+    assert!(closed.reason.contains("binary"), "{closed:?}");
+    still_receiving(&mut other, tick).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_message_closes_with_1009() {
+    let mut config = test_config();
+    config.session.max_message_bytes = 1024;
+    let server = start(config).await;
+    let (mut other, tick) = bystander(&server).await;
+    let mut c = Client::connect(&server).await;
+    c.join("arena").await;
+    c.send_raw(Message::Binary(vec![0u8; 4096].into())).await;
+    let closed = c.expect_close().await;
+    assert_eq!(closed.code, 1009, "{closed:?}");
+    assert_eq!(closed.reason, "message too big");
+    still_receiving(&mut other, tick).await;
+    eventually("the closed session left the room", || async {
+        room_sessions(&server, "arena").await == 1
+    })
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_is_rate_limited_then_closed_with_1008() {
+    let mut config = test_config();
+    config.session.rate_per_sec = 50;
+    config.session.rate_burst = 10;
+    config.session.abuse_drops = 200;
+    let server = start(config).await;
+    let (mut other, tick) = bystander(&server).await;
+    let mut c = Client::connect(&server).await;
+    for i in 0..1_000 {
+        c.send(Body::Ping(Ping { client_time_us: i })).await;
+    }
+    expect_error(&mut c, ErrorCode::RateLimited).await;
+    let closed = c.expect_close().await;
+    assert_eq!(closed.code, 1008, "{closed:?}");
+    assert!(closed.reason.contains("rate"), "{closed:?}");
+    still_receiving(&mut other, tick).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_as_slow_consumer() {
+    let mut config = test_config();
+    config.session.reliable_queue = 16;
+    // Large snapshots fill the socket buffers of a client that does not read within seconds.
+    config.rooms.push(tickroom::config::RoomConfig::Game {
+        name: "big".into(),
+        game: tickroom::sim::game::GameConfig {
+            bots: 3000,
+            ..Default::default()
+        },
+    });
+    let server = start(config).await;
+    let (mut other, tick) = bystander(&server).await;
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(server.addr).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(
+        server.ws_url(),
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp),
+    )
+    .await
+    .unwrap();
+    let mut slow = Client { ws };
+    slow.join("big").await;
+    ws = slow.ws;
+    eventually("the slow client is in the room", || async {
+        room_sessions(&server, "big").await == 1
+    })
+    .await;
+    // Never read again; each ping queues a reliable pong that cannot be written.
+    use futures_util::SinkExt;
+    use prost::Message as _;
+    let deadline = std::time::Instant::now() + WAIT * 2;
+    let mut removed = false;
+    while std::time::Instant::now() < deadline {
+        let ping = tickroom::proto::v1::ClientMessage {
+            body: Some(Body::Ping(Ping { client_time_us: 1 })),
+        };
+        // Once the server has given up on us a send may fail or stall; either is fine.
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            ws.send(Message::Binary(ping.encode_to_vec().into())),
+        )
+        .await;
+        if room_sessions(&server, "big").await == 0 {
+            removed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(removed, "slow consumer removed from its room");
+    // Reading now drains the backlog; the stream ends, with 4000 if the close frame fit.
+    let mut slow = Client { ws };
+    let closed = slow.expect_close().await;
+    assert!(
+        closed.code == 4000 || closed.code == 0,
+        "slow consumer close: {closed:?}"
+    );
+    still_receiving(&mut other, tick).await;
+    server.stop().await;
+}

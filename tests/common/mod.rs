@@ -1,0 +1,295 @@
+//! Test support: a real server on ephemeral loopback ports and a real WebSocket client.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use prost::Message as _;
+use tickroom::config::RoomConfig;
+use tickroom::proto::v1::{
+    ClientMessage, Input, Join, ServerMessage, client_message::Body, server_message::Body as SBody,
+};
+use tickroom::sim::game::GameConfig;
+use tickroom::{Config, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+/// Long enough for a loaded 2-core CI machine, short enough to fail fast when broken.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub ops: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl TestServer {
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("server stops in time")
+            .expect("server task did not panic");
+    }
+}
+
+/// A config for tests: ports 0, one small arena (3 bots, 60 Hz), heartbeat 1 s / 3 s.
+pub fn test_config() -> Config {
+    let mut c = Config::embedded();
+    c.server.listen = "127.0.0.1:0".parse().unwrap();
+    c.server.ops_listen = "127.0.0.1:0".parse().unwrap();
+    c.session.ping_interval_ms = 1000;
+    c.session.idle_timeout_ms = 3000;
+    c.game.auto_create = false;
+    c.rooms = vec![RoomConfig::Game {
+        name: "arena".into(),
+        game: GameConfig {
+            tick_hz: 60,
+            bots: 3,
+            max_players: 100,
+            resume_grace_ms: 10_000,
+            ..GameConfig::default()
+        },
+    }];
+    c
+}
+
+pub async fn start(config: Config) -> TestServer {
+    let server = Server::bind(config).await.expect("server binds");
+    let addr = server.public_addr();
+    let ops = server.ops_addr();
+    let shutdown = server.shutdown_token();
+    let task = tokio::spawn(async move {
+        server.run().await.expect("server runs");
+    });
+    TestServer {
+        addr,
+        ops,
+        shutdown,
+        task,
+    }
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub struct Client {
+    pub ws: Ws,
+}
+
+/// Any WebSocket-level close the client saw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Closed {
+    pub code: u16,
+    pub reason: String,
+}
+
+impl Client {
+    pub async fn connect(server: &TestServer) -> Client {
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(server.ws_url()))
+            .await
+            .expect("connect in time")
+            .expect("websocket handshake");
+        Client { ws }
+    }
+
+    /// A client whose socket resets (RST, no close frame) when dropped.
+    pub async fn connect_abortive(server: &TestServer) -> Client {
+        let tcp = TcpStream::connect(server.addr).await.unwrap();
+        tcp.set_zero_linger().unwrap();
+        let (ws, _) = tokio_tungstenite::client_async(server.ws_url(), MaybeTlsStream::Plain(tcp))
+            .await
+            .expect("websocket handshake");
+        Client { ws }
+    }
+
+    pub async fn send(&mut self, body: Body) {
+        let msg = ClientMessage { body: Some(body) };
+        self.send_raw(Message::Binary(msg.encode_to_vec().into()))
+            .await;
+    }
+
+    pub async fn send_raw(&mut self, msg: Message) {
+        self.ws.send(msg).await.expect("send");
+    }
+
+    pub async fn join(&mut self, room: &str) -> tickroom::proto::v1::Welcome {
+        self.join_with(room, "").await
+    }
+
+    pub async fn join_with(&mut self, room: &str, token: &str) -> tickroom::proto::v1::Welcome {
+        self.send(Body::Join(Join {
+            room: room.into(),
+            resume_token: token.into(),
+        }))
+        .await;
+        match self
+            .recv_until(|m| matches!(m.body, Some(SBody::Welcome(_))))
+            .await
+            .body
+        {
+            Some(SBody::Welcome(w)) => w,
+            _ => unreachable!(),
+        }
+    }
+
+    pub async fn input(&mut self, seq: u32, x: f32, y: f32) {
+        self.send(Body::Input(Input {
+            seq,
+            move_x: x,
+            move_y: y,
+        }))
+        .await;
+    }
+
+    /// Next server message, or the close the connection ended with.
+    pub async fn next(&mut self) -> Result<ServerMessage, Closed> {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("server message in time");
+            match msg {
+                Some(Ok(Message::Binary(b))) => {
+                    return Ok(ServerMessage::decode(b).expect("valid ServerMessage"));
+                }
+                Some(Ok(Message::Close(frame))) => return Err(closed(frame)),
+                Some(Ok(Message::Text(t))) => panic!("server sent a text frame: {t}"),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => {
+                    return Err(Closed {
+                        code: 0,
+                        reason: e.to_string(),
+                    });
+                }
+                None => {
+                    return Err(Closed {
+                        code: 0,
+                        reason: "stream ended".into(),
+                    });
+                }
+            }
+        }
+    }
+
+    pub async fn recv(&mut self) -> ServerMessage {
+        self.next().await.expect("connection open")
+    }
+
+    pub async fn recv_until(&mut self, pred: impl Fn(&ServerMessage) -> bool) -> ServerMessage {
+        loop {
+            let m = self.recv().await;
+            if pred(&m) {
+                return m;
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the close code and reason.
+    pub async fn expect_close(&mut self) -> Closed {
+        let deadline = tokio::time::Instant::now() + WAIT * 2;
+        loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "server did not close"
+            );
+            match self.next().await {
+                Ok(_) => continue,
+                Err(c) => return c,
+            }
+        }
+    }
+
+    pub async fn snapshot(&mut self) -> (u64, tickroom::proto::v1::Snapshot) {
+        let m = self
+            .recv_until(|m| matches!(m.body, Some(SBody::Snapshot(_))))
+            .await;
+        match m.body {
+            Some(SBody::Snapshot(s)) => (m.tick, s),
+            _ => unreachable!(),
+        }
+    }
+}
+
+fn closed(frame: Option<CloseFrame>) -> Closed {
+    match frame {
+        Some(f) => Closed {
+            code: u16::from(f.code),
+            reason: f.reason.to_string(),
+        },
+        None => Closed {
+            code: 1005,
+            reason: String::new(),
+        },
+    }
+}
+
+pub fn entity(s: &tickroom::proto::v1::Snapshot, id: u32) -> Option<tickroom::proto::v1::Entity> {
+    let o = s.objects.iter().find(|o| o.id == id)?;
+    let tickroom::proto::v1::object::State::Entity(e) = o.state.as_ref()?;
+    Some(*e)
+}
+
+/// Minimal HTTP/1.0 GET: (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: t\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
+        .await
+        .expect("http answer in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+/// Sessions in `room` as `/rooms` reports them.
+pub async fn room_sessions(server: &TestServer, room: &str) -> u64 {
+    let (status, body) = http_get(server.addr, "/rooms").await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == room)
+        .map(|r| r["sessions"].as_u64().unwrap())
+        .unwrap_or_else(|| panic!("room {room} listed"))
+}
+
+/// Polls `f` until it returns true or `WAIT` passes.
+pub async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+pub fn raw(bytes: &'static [u8]) -> Message {
+    Message::Binary(Bytes::from_static(bytes))
+}

@@ -1,0 +1,141 @@
+//! The arena game room over real WebSockets: snapshots at the tick rate, inputs, visibility.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use tickroom::proto::v1::{
+    EntityKind, ErrorCode, RoomKind, client_message::Body, server_message::Body as SBody,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_then_snapshots_with_increasing_ticks_at_the_room_rate() {
+    let server = start(test_config()).await;
+    let mut c = Client::connect(&server).await;
+    let w = c.join("arena").await;
+    assert_eq!(w.room, "arena");
+    assert_eq!(w.room_kind, RoomKind::Game as i32);
+    assert_eq!(w.tick_rate_hz, 60);
+    assert_ne!(w.your_object_id, 0);
+    assert_eq!(w.resume_token.len(), 32);
+    assert!(!w.resumed);
+
+    let (first_tick, snap) = c.snapshot().await;
+    assert_eq!(snap.objects.len(), 4, "3 bots and our avatar");
+    let me = entity(&snap, w.your_object_id).expect("own avatar in the snapshot");
+    assert_eq!(me.kind, EntityKind::Avatar as i32);
+    assert!(snap.server_time_us > 1_600_000_000_000_000);
+
+    let started = Instant::now();
+    let mut last = first_tick;
+    let mut count = 0;
+    while started.elapsed() < Duration::from_secs(2) {
+        let (tick, _) = c.snapshot().await;
+        assert!(tick > last, "ticks increase: {tick} after {last}");
+        last = tick;
+        count += 1;
+    }
+    let rate = (last - first_tick) as f64 / started.elapsed().as_secs_f64();
+    assert!(
+        (45.0..=75.0).contains(&rate),
+        "room ticks at ~60 Hz, got {rate:.1}"
+    );
+    // Snapshots are latest-only, so a briefly descheduled client may skip a few, not most.
+    assert!(
+        count as u64 * 2 >= last - first_tick,
+        "{count} snapshots for {} ticks",
+        last - first_tick
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_move_the_avatar_in_order_and_are_acknowledged() {
+    let server = start(test_config()).await;
+    let mut c = Client::connect(&server).await;
+    let w = c.join("arena").await;
+    let (_, snap) = c.snapshot().await;
+    let start = entity(&snap, w.your_object_id).unwrap();
+    // Move towards the centre so the world edge cannot clamp the path.
+    let dir = if start.x > 500.0 { -1.0 } else { 1.0 };
+    for seq in 1..=10 {
+        c.input(seq, dir, 0.0).await;
+    }
+    let moved = loop {
+        let (_, s) = c.snapshot().await;
+        let me = entity(&s, w.your_object_id).unwrap();
+        if me.last_input_seq == 10 {
+            break me;
+        }
+        assert!(me.last_input_seq <= 10);
+    };
+    // One input is one step of speed / tick rate = 200 / 60 world units.
+    let expected = start.x + dir * 10.0 * 200.0 / 60.0;
+    assert!(
+        (moved.x - expected).abs() < 0.01,
+        "x {} expected {expected}",
+        moved.x
+    );
+    assert_eq!(moved.y, start.y);
+
+    // A repeated sequence number is refused, and the avatar does not move.
+    c.input(10, dir, 0.0).await;
+    let err = c
+        .recv_until(|m| matches!(m.body, Some(SBody::Error(_))))
+        .await;
+    let Some(SBody::Error(e)) = err.body else {
+        unreachable!()
+    };
+    assert_eq!(e.code, ErrorCode::InvalidArgument as i32);
+    let (_, s) = c.snapshot().await;
+    assert_eq!(entity(&s, w.your_object_id).unwrap().x, moved.x);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_players_see_each_other_and_a_leave_is_a_deletion() {
+    let server = start(test_config()).await;
+    let mut a = Client::connect(&server).await;
+    let wa = a.join("arena").await;
+    a.snapshot().await;
+    let mut b = Client::connect(&server).await;
+    let wb = b.join("arena").await;
+
+    let created = a
+        .recv_until(|m| matches!(&m.body, Some(SBody::ObjectCreated(c)) if c.object.as_ref().unwrap().id == wb.your_object_id))
+        .await;
+    assert!(created.tick > 0);
+    let (_, sb) = b.snapshot().await;
+    assert!(entity(&sb, wa.your_object_id).is_some(), "b sees a");
+    assert!(entity(&sb, wb.your_object_id).is_some(), "b sees itself");
+
+    b.send(Body::Leave(Default::default())).await;
+    let deleted = a
+        .recv_until(
+            |m| matches!(&m.body, Some(SBody::ObjectDeleted(d)) if d.id == wb.your_object_id),
+        )
+        .await;
+    // Every later snapshot lacks b.
+    let (tick, sa) = a.snapshot().await;
+    assert!(tick >= deleted.tick);
+    assert!(entity(&sa, wb.your_object_id).is_none());
+    assert!(entity(&sa, wa.your_object_id).is_some());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn game_rooms_are_created_on_first_join_when_allowed() {
+    let mut config = test_config();
+    config.game.auto_create = true;
+    let server = start(config).await;
+    let mut c = Client::connect(&server).await;
+    let w = c.join("lobby-7").await;
+    assert_eq!(w.room, "lobby-7");
+    c.snapshot().await;
+    eventually("lobby-7 listed with one session", || async {
+        room_sessions(&server, "lobby-7").await == 1
+    })
+    .await;
+    server.stop().await;
+}

@@ -1,0 +1,52 @@
+//! Plain HTTP on both ports: room list, health, readiness, upgrade errors.
+
+mod common;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_lists_kind_sessions_rate_and_tick_duration() {
+    let server = start(test_config()).await;
+    let mut c = Client::connect(&server).await;
+    c.join("arena").await;
+    c.snapshot().await;
+    // Tick durations are summarised once a second.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let (status, body) = http_get(server.addr, "/rooms").await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let room = &v["rooms"][0];
+    assert_eq!(room["name"], "arena");
+    assert_eq!(room["kind"], "game");
+    assert_eq!(room["sessions"], 1);
+    assert_eq!(room["tick_rate_hz"], 60);
+    assert!(room["tick"].as_u64().unwrap() > 60);
+    assert!(room["ticks_total"].as_u64().unwrap() > 60);
+    let d = &room["tick_duration_us"];
+    assert!(d["p50"].as_u64().unwrap() <= d["p99"].as_u64().unwrap());
+    assert!(d["p99"].as_u64().unwrap() <= d["max"].as_u64().unwrap());
+    assert!(d["max"].as_u64().unwrap() > 0);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_readiness_on_the_ops_port() {
+    let server = start(test_config()).await;
+    assert_eq!(http_get(server.ops, "/healthz").await, (200, "ok\n".into()));
+    eventually("ready", || async {
+        http_get(server.ops, "/readyz").await.0 == 200
+    })
+    .await;
+    // The public port does not serve operations endpoints.
+    assert_eq!(http_get(server.addr, "/healthz").await.0, 404);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_get_on_the_websocket_path_is_told_to_upgrade() {
+    let server = start(test_config()).await;
+    let (status, body) = http_get(server.addr, "/ws").await;
+    assert_eq!(status, 426);
+    assert!(body.contains("WebSocket"), "{body}");
+    server.stop().await;
+}

@@ -1,0 +1,179 @@
+//! Session lifecycle: heartbeat timeout, resume, abrupt disconnects, shutdown.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tickroom::proto::v1::server_message::Body as SBody;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_is_dropped_after_the_heartbeat_timeout() {
+    let mut config = test_config();
+    config.session.ping_interval_ms = 100;
+    config.session.idle_timeout_ms = 500;
+    let server = start(config).await;
+    let mut silent = Client::connect(&server).await;
+    silent.join("arena").await;
+    eventually("silent client joined", || async {
+        room_sessions(&server, "arena").await == 1
+    })
+    .await;
+    // Stop polling the socket: pings go unanswered, the server must give up on us.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    eventually("silent session removed", || async {
+        room_sessions(&server, "arena").await == 0
+    })
+    .await;
+    drop(silent);
+
+    // A client that keeps reading answers pings and stays well past the timeout.
+    let mut alive = Client::connect(&server).await;
+    alive.join("arena").await;
+    let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+    while tokio::time::Instant::now() < until {
+        alive.snapshot().await;
+    }
+    assert_eq!(room_sessions(&server, "arena").await, 1);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_within_the_grace_period_keeps_the_avatar() {
+    let server = start(test_config()).await;
+    let mut watcher = Client::connect(&server).await;
+    watcher.join("arena").await;
+
+    let mut c = Client::connect_abortive(&server).await;
+    let w = c.join("arena").await;
+    for seq in 1..=3 {
+        c.input(seq, 0.0, 1.0).await;
+    }
+    let (_, s) = c
+        .recv_until(|m| {
+            matches!(&m.body, Some(SBody::Snapshot(s)) if entity(s, w.your_object_id).unwrap().last_input_seq == 3)
+        })
+        .await
+        .body
+        .map(|b| match b {
+            SBody::Snapshot(s) => (0, s),
+            _ => unreachable!(),
+        })
+        .unwrap();
+    let before = entity(&s, w.your_object_id).unwrap();
+    drop(c); // connection reset, no close frame
+    eventually("session gone", || async {
+        room_sessions(&server, "arena").await == 1
+    })
+    .await;
+
+    let mut back = Client::connect(&server).await;
+    let w2 = back.join_with("arena", &w.resume_token).await;
+    assert!(w2.resumed);
+    assert_eq!(w2.your_object_id, w.your_object_id);
+    assert_ne!(w2.session_id, w.session_id);
+    let (_, s2) = back.snapshot().await;
+    let after = entity(&s2, w.your_object_id).expect("avatar kept");
+    assert_eq!(
+        (after.x, after.y, after.last_input_seq),
+        (before.x, before.y, 3)
+    );
+    // Inputs continue from the acknowledged sequence.
+    back.input(4, 0.0, 1.0).await;
+    back.recv_until(|m| {
+        matches!(&m.body, Some(SBody::Snapshot(s)) if entity(s, w.your_object_id).unwrap().last_input_seq == 4)
+    })
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_grace_period_the_avatar_is_deleted_and_the_token_is_spent() {
+    let mut config = test_config();
+    let tickroom::config::RoomConfig::Game { game, .. } = &mut config.rooms[0];
+    game.resume_grace_ms = 300;
+    let server = start(config).await;
+    let mut watcher = Client::connect(&server).await;
+    watcher.join("arena").await;
+    let mut c = Client::connect_abortive(&server).await;
+    let w = c.join("arena").await;
+    let parked = std::time::Instant::now();
+    drop(c);
+    watcher
+        .recv_until(
+            |m| matches!(&m.body, Some(SBody::ObjectDeleted(d)) if d.id == w.your_object_id),
+        )
+        .await;
+    // Parked for the grace period, not removed at once.
+    assert!(
+        parked.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        parked.elapsed()
+    );
+    let mut late = Client::connect(&server).await;
+    let w2 = late.join_with("arena", &w.resume_token).await;
+    assert!(!w2.resumed);
+    assert_ne!(w2.your_object_id, w.your_object_id);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_from_a_second_connection_closes_the_first_with_4002() {
+    let server = start(test_config()).await;
+    let mut first = Client::connect(&server).await;
+    let w = first.join("arena").await;
+    let mut second = Client::connect(&server).await;
+    let w2 = second.join_with("arena", &w.resume_token).await;
+    assert!(w2.resumed);
+    assert_eq!(w2.your_object_id, w.your_object_id);
+    let closed = first.expect_close().await;
+    assert_eq!(closed.code, 4002, "{closed:?}");
+    second.snapshot().await;
+    eventually("one session left", || async {
+        room_sessions(&server, "arena").await == 1
+    })
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_return_to_zero_after_every_client_vanishes_abruptly() {
+    let server = start(test_config()).await;
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        let mut c = Client::connect_abortive(&server).await;
+        c.join("arena").await;
+        clients.push(c);
+    }
+    eventually("20 sessions", || async {
+        room_sessions(&server, "arena").await == 20
+    })
+    .await;
+    drop(clients);
+    eventually("sessions back to 0", || async {
+        room_sessions(&server, "arena").await == 0
+    })
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_clients_with_1001_and_the_reason() {
+    let server = start(test_config()).await;
+    let mut a = Client::connect(&server).await;
+    a.join("arena").await;
+    let mut b = Client::connect(&server).await;
+    let token = server.shutdown.clone();
+    let started = std::time::Instant::now();
+    token.cancel();
+    for c in [&mut a, &mut b] {
+        let closed = c.expect_close().await;
+        assert_eq!(closed.code, 1001);
+        assert_eq!(closed.reason, "server shutting down");
+    }
+    server.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown within 5 s"
+    );
+}
