@@ -190,3 +190,23 @@ async fn a_client_that_stops_reading_is_closed_as_slow_consumer() {
     still_receiving(&mut other, tick).await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_refused_join_the_session_is_in_no_room() {
+    let mut config = test_config();
+    let tickroom::config::RoomConfig::Game { game, .. } = &mut config.rooms[0];
+    game.max_players = 1;
+    let server = start(config).await;
+    let mut first = Client::connect(&server).await;
+    first.join("arena").await;
+    let mut c = Client::connect(&server).await;
+    c.send(Body::Join(tickroom::proto::v1::Join {
+        room: "arena".into(),
+        resume_token: String::new(),
+    }))
+    .await;
+    expect_error(&mut c, ErrorCode::RoomFull).await;
+    c.input(1, 1.0, 0.0).await;
+    expect_error(&mut c, ErrorCode::NotInRoom).await;
+    server.stop().await;
+}

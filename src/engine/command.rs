@@ -31,6 +31,8 @@ pub struct JoinRequest {
     pub outbox: Arc<Outbox>,
     /// Empty when the client gave none.
     pub resume_token: String,
+    /// Told whether the join succeeded, so the session knows which room it is in.
+    pub reply: Option<tokio::sync::oneshot::Sender<bool>>,
 }
 
 /// Why a session left a room; the simulation decides what that means for its objects.

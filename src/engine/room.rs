@@ -342,7 +342,8 @@ impl<S: Simulation> Room<S> {
         true
     }
 
-    fn join(&mut self, join: JoinRequest) {
+    fn join(&mut self, mut join: JoinRequest) {
+        let reply = join.reply.take();
         if self.core.is_member(join.session) {
             self.leave(join.session, LeaveReason::Left);
         }
@@ -355,12 +356,18 @@ impl<S: Simulation> Room<S> {
                 welcome.tick_rate_hz = self.core.tick_rate_hz;
                 self.core
                     .send_to(join.session, ServerBody::Welcome(welcome));
+                if let Some(reply) = reply {
+                    let _ = reply.send(true);
+                }
             }
             Err(err) => {
                 self.core.remove_member(join.session);
                 let frame = self.core.encode(error_body(&err));
                 // The session is not a member: a closed outbox is its own teardown's business.
                 let _ = join.outbox.push_reliable(frame);
+                if let Some(reply) = reply {
+                    let _ = reply.send(false);
+                }
             }
         }
     }
@@ -451,6 +458,7 @@ mod tests {
             session,
             outbox: outbox.clone(),
             resume_token: String::new(),
+            reply: None,
         }));
         outbox
     }

@@ -39,6 +39,9 @@ use crate::outbox::{CloseReason, Outbox};
 /// writer tries to deliver its close frame.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
+/// How long a join waits for the room's answer before the session gives up on it.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What every session shares: the rooms, the limits, the shutdown signal and the figures.
 #[derive(Debug)]
 pub struct SessionHub {
@@ -188,7 +191,7 @@ impl Reader<'_> {
                 None => return CloseReason::PeerGone,
                 Some(Err(e)) => return read_error_reason(&e),
                 Some(Ok(Message::Binary(bytes))) => {
-                    if let Some(reason) = self.on_binary(bytes) {
+                    if let Some(reason) = self.on_binary(bytes).await {
                         return reason;
                     }
                 }
@@ -200,7 +203,7 @@ impl Reader<'_> {
         }
     }
 
-    fn on_binary(&mut self, bytes: Bytes) -> Option<CloseReason> {
+    async fn on_binary(&mut self, bytes: Bytes) -> Option<CloseReason> {
         match self.limiter.check(Instant::now().into_std()) {
             Verdict::Allow => {}
             Verdict::Drop { notify } => {
@@ -227,7 +230,7 @@ impl Reader<'_> {
                 ErrorCode::UnknownMessage,
                 "ClientMessage has no body this server knows",
             ),
-            Some(Body::Join(join)) => self.join(join),
+            Some(Body::Join(join)) => self.join(join).await,
             Some(Body::Leave(_)) => {
                 if self.room.is_none() {
                     self.send_error(ErrorCode::NotInRoom, "not in a room");
@@ -247,7 +250,7 @@ impl Reader<'_> {
         None
     }
 
-    fn join(&mut self, join: Join) {
+    async fn join(&mut self, join: Join) {
         if join.room.is_empty() {
             return self.send_error(ErrorCode::InvalidArgument, "join: room is empty");
         }
@@ -268,14 +271,32 @@ impl Reader<'_> {
                 return self.send_error(code, &e.to_string());
             }
         };
+        let (reply, joined) = tokio::sync::oneshot::channel();
         let cmd = Command::Join(JoinRequest {
             session: self.id,
             outbox: self.outbox.clone(),
             resume_token: join.resume_token,
+            reply: Some(reply),
         });
-        match room.send(cmd) {
-            Ok(()) => self.room = Some(room),
-            Err(e) => self.send_error(send_error_code(e), &format!("join: {e}")),
+        if let Err(e) = room.send(cmd) {
+            return self.send_error(send_error_code(e), &format!("join: {e}"));
+        }
+        // Waiting here (one tick at most, normally) keeps the session's idea of its room
+        // true: after a refused join, later inputs are answered NOT_IN_ROOM. The room has
+        // already sent the client its Welcome or Error.
+        match tokio::time::timeout(JOIN_TIMEOUT, joined).await {
+            Ok(Ok(true)) => self.room = Some(room),
+            Ok(Ok(false)) => {}
+            // The room stopped before answering.
+            Ok(Err(_)) => self.send_error(ErrorCode::Unavailable, "join: room stopped"),
+            Err(_) => {
+                // The join may still be applied later; leave so nothing is left behind.
+                let _ = room.send(Command::Leave {
+                    session: self.id,
+                    reason: LeaveReason::Left,
+                });
+                self.send_error(ErrorCode::Busy, "join: the room did not answer in time");
+            }
         }
     }
 
