@@ -64,13 +64,19 @@ async fn serves_the_demo_and_exits_on_sigterm_closing_sessions() {
     assert!(status.success());
     let sent = Instant::now();
     let closed = c.expect_close().await;
-    assert_eq!((closed.code, closed.reason.as_str()), (1001, "server shutting down"));
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (1001, "server shutting down")
+    );
     loop {
         if let Some(exit) = child.0.try_wait().unwrap() {
             assert!(exit.success(), "clean exit, got {exit}");
             break;
         }
-        assert!(sent.elapsed() < Duration::from_secs(5), "exits within 5 s of SIGTERM");
+        assert!(
+            sent.elapsed() < Duration::from_secs(5),
+            "exits within 5 s of SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -94,14 +94,18 @@ impl Registry {
         Ok(registry)
     }
 
-    fn insert(&self, name: &str, game: &GameConfig) -> Result<Arc<RoomHandle>, RegistryError> {
+    fn spawn_game(&self, name: &str, game: &GameConfig) -> Result<Arc<RoomHandle>, RegistryError> {
         let cfg = DriverConfig {
             tick_rate_hz: game.tick_hz,
             command_channel: self.engine.command_channel,
             max_catchup_ticks: self.engine.max_catchup_ticks,
         };
-        let handle = spawn_room(name, GameRoom::new(game.clone()), cfg)
-            .map_err(|e| RegistryError::Spawn(e.to_string()))?;
+        spawn_room(name, GameRoom::new(game.clone()), cfg)
+            .map_err(|e| RegistryError::Spawn(e.to_string()))
+    }
+
+    fn insert(&self, name: &str, game: &GameConfig) -> Result<Arc<RoomHandle>, RegistryError> {
+        let handle = self.spawn_game(name, game)?;
         self.write().insert(handle.name.clone(), handle.clone());
         tracing::info!(
             room = name,
@@ -147,13 +151,7 @@ impl Registry {
         if self.auto_created.load(Relaxed) >= self.game.max_rooms {
             return Err(RegistryError::TooManyRooms);
         }
-        let cfg = DriverConfig {
-            tick_rate_hz: self.game.template.tick_hz,
-            command_channel: self.engine.command_channel,
-            max_catchup_ticks: self.engine.max_catchup_ticks,
-        };
-        let handle = spawn_room(name, GameRoom::new(self.game.template.clone()), cfg)
-            .map_err(|e| RegistryError::Spawn(e.to_string()))?;
+        let handle = self.spawn_game(name, &self.game.template)?;
         rooms.insert(handle.name.clone(), handle.clone());
         self.auto_created.fetch_add(1, Relaxed);
         tracing::info!(room = name, kind = "game", "room created on first join");

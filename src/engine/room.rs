@@ -411,7 +411,6 @@ impl<S: Simulation> Room<S> {
         }
     }
 
-    /// Tick with no simulation: test helper to hand out what `ctx` calls queued.
     #[cfg(test)]
     pub(crate) fn core_mut(&mut self) -> &mut RoomCore {
         &mut self.core

@@ -9,7 +9,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
-use crate::engine::{Registry, RoomInfo, unix_time_us};
+use crate::engine::{RoomInfo, unix_time_us};
 use crate::transport::{SessionHub, ws_upgrade};
 
 #[derive(Serialize)]
@@ -60,9 +60,4 @@ pub fn ops_router(hub: Arc<SessionHub>) -> Router {
         .route("/readyz", get(readyz))
         .route("/rooms", get(rooms))
         .with_state(hub)
-}
-
-/// Convenience for code that only has the registry (tests, tools).
-pub fn room_list(registry: &Registry) -> Vec<RoomInfo> {
-    registry.list()
 }
