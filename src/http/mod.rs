@@ -1,4 +1,7 @@
-//! HTTP routes: the public port (WebSocket, room list) and the operations port (health).
+//! HTTP routes: the public port (WebSocket, room list) and the operations port (health,
+//! metrics, profiling).
+
+pub mod pprof;
 
 use std::sync::Arc;
 
@@ -60,4 +63,5 @@ pub fn ops_router(hub: Arc<SessionHub>) -> Router {
         .route("/readyz", get(readyz))
         .route("/rooms", get(rooms))
         .with_state(hub)
+        .merge(pprof::router())
 }
