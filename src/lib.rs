@@ -9,6 +9,7 @@
 pub mod config;
 pub mod engine;
 pub mod http;
+pub mod metrics;
 pub mod outbox;
 pub mod server;
 pub mod sim;

@@ -170,6 +170,9 @@ impl Outbox {
             {
                 st.queue.remove(pos);
                 st.conflated += 1;
+                crate::metrics::HOT
+                    .snapshots_conflated
+                    .fetch_add(1, Ordering::Relaxed);
             }
             st.queue.push_back(Entry::Snapshot(group, frame.clone()));
         }
@@ -218,6 +221,9 @@ impl Outbox {
     pub fn take(&self, out: &mut Vec<Bytes>) -> Taken {
         let mut st = self.lock();
         let frames = st.queue.len();
+        crate::metrics::HOT
+            .reliable_backlog_max
+            .fetch_max(st.reliable as u64, Ordering::Relaxed);
         out.reserve(frames);
         out.extend(st.queue.drain(..).map(|e| match e {
             Entry::Reliable(b) | Entry::Snapshot(_, b) => b,

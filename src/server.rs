@@ -47,6 +47,8 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
         let public = bind(config.server.listen).await?;
         let ops = bind(config.server.ops_listen).await?;
+        // Before any room starts: rooms register their metric handles once, at start.
+        let metrics = crate::metrics::install();
         let registry = Registry::start(&config)?;
         let shutdown = CancellationToken::new();
         let hub = Arc::new(SessionHub::new(
@@ -54,6 +56,7 @@ impl Server {
             config.session.clone(),
             shutdown.clone(),
             TaskTracker::new(),
+            metrics,
         ));
         Ok(Self {
             config,
@@ -112,7 +115,20 @@ impl Server {
             config.server.max_connections,
         ));
 
+        // Histograms are summarised lazily; upkeep keeps their memory bounded between scrapes.
+        let upkeep = tokio::spawn({
+            let handle = hub.metrics.clone();
+            async move {
+                let mut every = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    every.tick().await;
+                    handle.run_upkeep();
+                }
+            }
+        });
+
         shutdown.cancelled().await;
+        upkeep.abort();
         tracing::info!(sessions = hub.active(), "shutting down: closing sessions");
         tracker.close();
         if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())

@@ -13,8 +13,9 @@ mod stats;
 mod thread;
 
 pub use command::{Command, JoinRequest, LeaveReason, SessionId};
+pub use registry::kind_name;
 pub use registry::{Registry, RegistryError, RoomInfo};
-pub use room::{Room, RoomCore};
+pub use room::{Room, RoomCore, TickTimings};
 pub use scheduler::{TickSchedule, TickStart};
 pub use simulation::{CommandError, Simulation};
 pub use stats::{RoomStats, TickDurations};

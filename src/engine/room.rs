@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use indexmap::IndexMap;
@@ -55,6 +56,8 @@ pub struct RoomCore {
     closed: Vec<(SessionId, CloseReason)>,
     buf: BytesMut,
     encodes: u64,
+    /// Time spent encoding during the current tick.
+    encode_time: Duration,
 }
 
 impl RoomCore {
@@ -72,6 +75,7 @@ impl RoomCore {
             closed: Vec::new(),
             buf: BytesMut::with_capacity(16 * 1024),
             encodes: 0,
+            encode_time: Duration::ZERO,
         }
     }
 
@@ -81,6 +85,10 @@ impl RoomCore {
 
     pub fn tick(&self) -> u64 {
         self.tick
+    }
+
+    pub fn kind(&self) -> RoomKind {
+        self.kind
     }
 
     pub fn tick_rate_hz(&self) -> u32 {
@@ -107,6 +115,7 @@ impl RoomCore {
 
     /// Encodes one server message for the current tick, once.
     pub fn encode(&mut self, body: ServerBody) -> Bytes {
+        let started = Instant::now();
         let msg = ServerMessage {
             tick: self.tick,
             body: Some(body),
@@ -115,6 +124,7 @@ impl RoomCore {
         msg.encode(&mut self.buf)
             .expect("reserved enough capacity for the message");
         self.encodes += 1;
+        self.encode_time += started.elapsed();
         self.buf.split().freeze()
     }
 
@@ -122,6 +132,7 @@ impl RoomCore {
     /// can keep reusing its object buffer. Same bytes as [`encode`](Self::encode) would give.
     fn encode_snapshot(&mut self, snapshot: &Snapshot) -> Bytes {
         use prost::encoding::{message, uint64};
+        let started = Instant::now();
         let mut len = message::encoded_len(SNAPSHOT_TAG, snapshot);
         if self.tick != 0 {
             len += uint64::encoded_len(TICK_TAG, &self.tick);
@@ -132,6 +143,7 @@ impl RoomCore {
         }
         message::encode(SNAPSHOT_TAG, snapshot, &mut self.buf);
         self.encodes += 1;
+        self.encode_time += started.elapsed();
         self.buf.split().freeze()
     }
 
@@ -166,6 +178,7 @@ impl RoomCore {
 
     /// Sends an `Error` to one member.
     pub fn send_error(&mut self, session: SessionId, err: &CommandError) {
+        crate::metrics::message_rejected(err.code);
         self.send_to(session, error_body(err));
     }
 
@@ -214,6 +227,7 @@ impl RoomCore {
     pub fn kick(&mut self, session: SessionId, reason: CloseReason) {
         if let Some(m) = self.remove_member(session) {
             m.outbox.close(reason);
+            crate::metrics::session_left(self.kind, LeaveReason::Closed(reason));
         }
     }
 
@@ -294,11 +308,19 @@ pub(crate) fn error_body(err: &CommandError) -> ServerBody {
     })
 }
 
+/// Where the last tick's time went, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TickTimings {
+    pub encode: Duration,
+    pub handout: Duration,
+}
+
 /// A room: the engine core plus its simulation. See the module docs.
 #[derive(Debug)]
 pub struct Room<S> {
     core: RoomCore,
     sim: S,
+    timings: TickTimings,
 }
 
 impl<S: Simulation> Room<S> {
@@ -307,6 +329,7 @@ impl<S: Simulation> Room<S> {
         Self {
             core: RoomCore::new(name.into(), kind, tick_rate_hz),
             sim,
+            timings: TickTimings::default(),
         }
     }
 
@@ -322,6 +345,12 @@ impl<S: Simulation> Room<S> {
     pub fn begin_tick(&mut self, tick: u64, now_us: i64) {
         self.core.tick = tick;
         self.core.now_us = now_us;
+        self.core.encode_time = Duration::ZERO;
+    }
+
+    /// Encode and hand-out time of the last tick (commands included).
+    pub fn timings(&self) -> TickTimings {
+        self.timings
     }
 
     /// Applies one command. Returns false for `Shutdown`.
@@ -356,11 +385,13 @@ impl<S: Simulation> Room<S> {
                 welcome.tick_rate_hz = self.core.tick_rate_hz;
                 self.core
                     .send_to(join.session, ServerBody::Welcome(welcome));
+                crate::metrics::session_joined(self.core.kind);
                 if let Some(reply) = reply {
                     let _ = reply.send(true);
                 }
             }
             Err(err) => {
+                crate::metrics::message_rejected(err.code);
                 self.core.remove_member(join.session);
                 let frame = self.core.encode(error_body(&err));
                 // The session is not a member: a closed outbox is its own teardown's business.
@@ -374,6 +405,7 @@ impl<S: Simulation> Room<S> {
 
     fn leave(&mut self, session: SessionId, reason: LeaveReason) {
         if self.core.remove_member(session).is_some() {
+            crate::metrics::session_left(self.core.kind, reason);
             self.sim.leave(&mut self.core, session, reason);
         }
     }
@@ -383,7 +415,12 @@ impl<S: Simulation> Room<S> {
     pub fn run_tick(&mut self) {
         self.sim.step(&mut self.core);
         self.sim.replicate(&mut self.core);
+        let handout = Instant::now();
         self.core.hand_out();
+        self.timings = TickTimings {
+            encode: self.core.encode_time,
+            handout: handout.elapsed(),
+        };
         self.remove_closed();
     }
 
@@ -405,6 +442,7 @@ impl<S: Simulation> Room<S> {
         for session in sessions {
             if let Some(m) = self.core.remove_member(session) {
                 m.outbox.close(reason);
+                crate::metrics::session_left(self.core.kind, LeaveReason::Closed(reason));
                 self.sim
                     .leave(&mut self.core, session, LeaveReason::Closed(reason));
             }

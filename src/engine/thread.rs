@@ -105,6 +105,7 @@ fn run<S: Simulation>(
     cfg: DriverConfig,
 ) {
     let _stopped = StoppedOnDrop(stats.clone());
+    let metrics = crate::metrics::RoomMetrics::new(room.core().kind(), room.core().name());
     let period = Duration::from_secs_f64(1.0 / f64::from(cfg.tick_rate_hz.max(1)));
     let mut schedule = TickSchedule::new(Instant::now(), period, cfg.max_catchup_ticks);
     let mut durations = TickDurations::new(1024);
@@ -141,9 +142,19 @@ fn run<S: Simulation>(
         RoomStats::add(&stats.ticks_total, 1);
         RoomStats::add(&stats.commands_total, drained as u64);
         RoomStats::add(&stats.skipped_ticks_total, start.skipped);
-        if schedule.end(ended) {
+        let overrun = schedule.end(ended);
+        if overrun {
             RoomStats::add(&stats.overruns_total, 1);
         }
+        let timings = room.timings();
+        metrics.record_tick(
+            ended - started,
+            timings.encode,
+            timings.handout,
+            overrun,
+            start.skipped,
+            rx.len(),
+        );
         RoomStats::set(&stats.sessions, room.core().member_count() as u64);
         RoomStats::set(&stats.last_tick_end_us, unix_time_us() as u64);
         if ended >= next_summary {

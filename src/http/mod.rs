@@ -39,6 +39,16 @@ pub fn public_router(hub: Arc<SessionHub>) -> Router {
         .with_state(hub)
 }
 
+async fn metrics(State(hub): State<Arc<SessionHub>>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(&hub.metrics),
+    )
+}
+
 async fn healthz() -> &'static str {
     "ok\n"
 }
@@ -60,6 +70,7 @@ async fn readyz(State(hub): State<Arc<SessionHub>>) -> impl IntoResponse {
 pub fn ops_router(hub: Arc<SessionHub>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/readyz", get(readyz))
         .route("/rooms", get(rooms))
         .with_state(hub)

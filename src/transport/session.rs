@@ -33,6 +33,7 @@ use crate::engine::{
     Command, JoinRequest, LeaveReason, Registry, RegistryError, RoomHandle, RoomStats, SendError,
     SessionId, unix_time_us,
 };
+use crate::metrics::HOT;
 use crate::outbox::{CloseReason, Outbox};
 
 /// How long a closing session keeps reading for the peer's close reply, and how long the
@@ -49,6 +50,7 @@ pub struct SessionHub {
     pub config: SessionConfig,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     next_id: AtomicU64,
     active: AtomicU64,
     rate_limited: AtomicU64,
@@ -60,12 +62,14 @@ impl SessionHub {
         config: SessionConfig,
         shutdown: CancellationToken,
         tracker: TaskTracker,
+        metrics: metrics_exporter_prometheus::PrometheusHandle,
     ) -> Self {
         Self {
             registry,
             config,
             shutdown,
             tracker,
+            metrics,
             next_id: AtomicU64::new(1),
             active: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
@@ -104,6 +108,8 @@ pub async fn run_session<S, K>(
 {
     hub.active.fetch_add(1, Relaxed);
     let _active = ActiveGuard(&hub.active);
+    HOT.connections_active.fetch_add(1, Relaxed);
+    let _gauge = ActiveGuard(&HOT.connections_active);
     let id = hub.next_id.fetch_add(1, Relaxed);
     let outbox = Arc::new(Outbox::new(hub.config.reliable_queue));
     let token = hub.shutdown.child_token();
@@ -152,6 +158,7 @@ pub async fn run_session<S, K>(
     }
     token.cancel();
     let _ = writer.await;
+    crate::metrics::connection_closed(reason);
     drop(keep);
     tracing::debug!(session = id, reason = reason.as_str(), "session ended");
 }
@@ -208,6 +215,7 @@ impl Reader<'_> {
             Verdict::Allow => {}
             Verdict::Drop { notify } => {
                 self.hub.rate_limited.fetch_add(1, Relaxed);
+                crate::metrics::message_rejected(ErrorCode::RateLimited);
                 if notify {
                     self.send_error(
                         ErrorCode::RateLimited,
@@ -334,6 +342,10 @@ impl Reader<'_> {
     }
 
     fn send_error(&mut self, code: ErrorCode, message: &str) {
+        // Rate-limit drops are counted where they happen, one per dropped message.
+        if code != ErrorCode::RateLimited {
+            crate::metrics::message_rejected(code);
+        }
         self.send(ServerBody::Error(ErrorMsg {
             code: code as i32,
             message: message.to_owned(),
@@ -387,10 +399,16 @@ async fn write_batch<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let frames = batch.len() as u64;
+    let bytes: usize = batch.iter().map(Bytes::len).sum();
     for frame in batch.drain(..) {
         sink.feed(Message::Binary(frame)).await?;
     }
-    sink.flush().await
+    sink.flush().await?;
+    HOT.frames_written.fetch_add(frames, Relaxed);
+    HOT.bytes_written.fetch_add(bytes as u64, Relaxed);
+    HOT.flushes.fetch_add(1, Relaxed);
+    Ok(())
 }
 
 async fn write_loop<S>(
