@@ -51,6 +51,52 @@ pub fn install() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
+            let handle = build();
+            register_zeroes();
+            handle
+        })
+        .clone()
+}
+
+/// Counters exist from the start at 0, so dashboards and `rate()` see them before the first
+/// event. Every label set here is a small fixed one.
+fn register_zeroes() {
+    counter!("tickroom_slow_consumer_disconnects_total").increment(0);
+    for code in [
+        ErrorCode::Malformed,
+        ErrorCode::UnknownMessage,
+        ErrorCode::NotInRoom,
+        ErrorCode::RoomNotFound,
+        ErrorCode::RoomFull,
+        ErrorCode::RateLimited,
+        ErrorCode::Busy,
+        ErrorCode::InvalidArgument,
+        ErrorCode::Unavailable,
+    ] {
+        counter!("tickroom_messages_rejected_total", "reason" => reject_label(code)).increment(0);
+    }
+    for reason in ALL_CLOSE_REASONS {
+        counter!("tickroom_connections_closed_total", "reason" => reason.as_str()).increment(0);
+    }
+}
+
+const ALL_CLOSE_REASONS: [CloseReason; 11] = [
+    CloseReason::ClientClosed,
+    CloseReason::PeerGone,
+    CloseReason::HeartbeatTimeout,
+    CloseReason::SlowConsumer,
+    CloseReason::RateAbuse,
+    CloseReason::MessageTooBig,
+    CloseReason::TextFrame,
+    CloseReason::ProtocolError,
+    CloseReason::ResumedElsewhere,
+    CloseReason::ShuttingDown,
+    CloseReason::RoomClosed,
+];
+
+fn build() -> PrometheusHandle {
+    {
+        {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_duration_seconds".into()), TICK_BUCKETS)
                 .expect("bucket list is not empty");
@@ -61,8 +107,8 @@ pub fn install() -> PrometheusHandle {
                 // figures.
                 Err(_) => PrometheusBuilder::new().build_recorder().handle(),
             }
-        })
-        .clone()
+        }
+    }
 }
 
 pub fn kind_label(kind: RoomKind) -> &'static str {
@@ -109,7 +155,11 @@ pub fn connection_closed(reason: CloseReason) {
 
 /// A client message answered with an `Error` (or dropped by the rate limit).
 pub fn message_rejected(code: ErrorCode) {
-    let reason = match code {
+    counter!("tickroom_messages_rejected_total", "reason" => reject_label(code)).increment(1);
+}
+
+fn reject_label(code: ErrorCode) -> &'static str {
+    match code {
         ErrorCode::Malformed => "malformed",
         ErrorCode::UnknownMessage => "unknown_message",
         ErrorCode::NotInRoom => "not_in_room",
@@ -120,8 +170,7 @@ pub fn message_rejected(code: ErrorCode) {
         ErrorCode::InvalidArgument => "invalid_argument",
         ErrorCode::Unavailable => "unavailable",
         ErrorCode::Unspecified => "other",
-    };
-    counter!("tickroom_messages_rejected_total", "reason" => reason).increment(1);
+    }
 }
 
 /// Handles a room thread records through, registered once per room.
@@ -139,6 +188,14 @@ pub struct RoomMetrics {
 impl RoomMetrics {
     pub fn new(kind: RoomKind, room: &str) -> Self {
         let kind = kind_label(kind);
+        counter!("tickroom_joins_total", "kind" => kind).increment(0);
+        gauge!("tickroom_sessions_active", "kind" => kind).increment(0.0);
+        for reason in
+            std::iter::once(LeaveReason::Left).chain(ALL_CLOSE_REASONS.map(LeaveReason::Closed))
+        {
+            counter!("tickroom_leaves_total", "kind" => kind, "reason" => leave_label(reason))
+                .increment(0);
+        }
         Self {
             tick: histogram!("tickroom_tick_duration_seconds", "kind" => kind),
             encode: histogram!("tickroom_encode_duration_seconds", "kind" => kind),
