@@ -8,8 +8,14 @@ LOAD_OPS_PORT ?= 19090
 # Server and swarm on different cores so neither measures the other's load.
 SERVER_CPU ?= 0
 CLIENT_CPU ?= 1
+# flamegraph: the swarm must outlast the 5 s ramp plus FLAME_SECONDS of sampling.
+FLAME_ARGS ?= --clients 1000 --duration 20
+FLAME_SECONDS ?= 10
+FLAME_FREQUENCY ?= 99
+# true keeps samples inside libc (system calls); see docs/operations.md before using it.
+FLAME_LIBC ?= false
 
-.PHONY: run test lint fmt build release bench load clean
+.PHONY: run test lint fmt build release bench load flamegraph clean
 
 ## run: serve the demo (arena game room) on 127.0.0.1:8080, ops on 127.0.0.1:9090
 run:
@@ -45,6 +51,22 @@ load: release
 	for i in $$(seq 50); do curl -sf http://127.0.0.1:$(LOAD_OPS_PORT)/readyz >/dev/null && break; sleep 0.1; done; \
 	taskset -c $(CLIENT_CPU) target/release/client-sim $(SCENARIO) --url ws://127.0.0.1:$(LOAD_PORT)/ws $(ARGS); \
 	rc=$$?; kill -TERM $$pid; wait $$pid; exit $$rc
+
+## flamegraph: CPU flamegraph of the release server under a client-sim game swarm -> results/flamegraph-*.svg
+flamegraph: release
+	@mkdir -p results; ulimit -n $$(ulimit -Hn); \
+	taskset -c $(SERVER_CPU) target/release/tickroom serve \
+		--listen 127.0.0.1:$(LOAD_PORT) --ops-listen 127.0.0.1:$(LOAD_OPS_PORT) --log warn & \
+	pid=$$!; trap 'kill $$pid 2>/dev/null' EXIT; \
+	for i in $$(seq 50); do curl -sf http://127.0.0.1:$(LOAD_OPS_PORT)/readyz >/dev/null && break; sleep 0.1; done; \
+	taskset -c $(CLIENT_CPU) target/release/client-sim game --url ws://127.0.0.1:$(LOAD_PORT)/ws $(FLAME_ARGS) & \
+	sim=$$!; trap 'kill $$pid $$sim 2>/dev/null' EXIT; \
+	sleep 5; \
+	svg=results/flamegraph-$$(date +%Y%m%d-%H%M%S).svg; \
+	curl -sSf -o $$svg "http://127.0.0.1:$(LOAD_OPS_PORT)/debug/pprof/flamegraph?seconds=$(FLAME_SECONDS)&frequency=$(FLAME_FREQUENCY)&libc=$(FLAME_LIBC)"; \
+	rc=$$?; wait $$sim; kill -TERM $$pid; wait $$pid; \
+	if [ $$rc -ne 0 ]; then rm -f $$svg; echo "flamegraph: profile request failed" >&2; exit $$rc; fi; \
+	echo "flamegraph: $$svg"
 
 clean:
 	$(CARGO) clean

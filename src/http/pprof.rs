@@ -24,7 +24,13 @@ const DEFAULT_FREQUENCY: u64 = 99;
 const FREQUENCY: RangeInclusive<u64> = 1..=1000;
 /// Unwinding through these (signal trampolines, libc internals, the vDSO) can crash or loop
 /// inside the SIGPROF handler; their frames say nothing about our code anyway.
+///
+/// The price: samples taken inside libc are dropped, and that is where send(2), epoll_wait
+/// and memcpy run. `libc=true` keeps them (only libgcc and the vDSO stay blocked); unwinding
+/// from inside libc is normally fine, but a sample landing while a thread holds the dynamic
+/// loader's lock (dl_iterate_phdr) can deadlock the unwinder, so it is an opt-in.
 const BLOCKLIST: &[&str] = &["libc", "libgcc", "pthread", "vdso"];
+const BLOCKLIST_WITH_LIBC: &[&str] = &["libgcc", "vdso"];
 
 /// pprof-rs has one global profiler: a second `build()` fails with `Error::Running`. This flag
 /// turns that into a quick 409 before any sampling starts.
@@ -93,12 +99,15 @@ impl IntoResponse for ProfileError {
 struct RawParams {
     seconds: Option<String>,
     frequency: Option<String>,
+    libc: Option<String>,
 }
 
 #[derive(Clone, Copy)]
 struct Params {
     seconds: u64,
     frequency: u64,
+    /// Keep samples inside libc (system calls); see [`BLOCKLIST`].
+    libc: bool,
 }
 
 impl Params {
@@ -116,6 +125,15 @@ impl Params {
                 DEFAULT_FREQUENCY,
                 FREQUENCY,
             )?,
+            libc: match raw.libc.as_deref() {
+                None | Some("false") | Some("0") => false,
+                Some("true") | Some("1") => true,
+                Some(other) => {
+                    return Err(ProfileError::BadRequest(format!(
+                        "libc must be true or false, got {other:?}"
+                    )));
+                }
+            },
         })
     }
 }
@@ -139,58 +157,51 @@ fn bounded(
     }
 }
 
-async fn profile(query: Result<Query<RawParams>, QueryRejection>) -> Response {
-    let result = async {
-        let params = Params::parse(query)?;
-        let body = sample(params, |report| {
-            let profile = report.pprof()?;
-            let mut buf = Vec::with_capacity(profile.encoded_len());
-            profile
-                .encode(&mut buf)
-                .map_err(|e| ProfileError::Encode(e.to_string()))?;
-            Ok(buf)
-        })
-        .await?;
-        Ok::<_, ProfileError>(
-            (
-                [
-                    (header::CONTENT_TYPE, "application/octet-stream"),
-                    // `curl -OJ` and browsers save it under the name `go tool pprof` users expect.
-                    (
-                        header::CONTENT_DISPOSITION,
-                        "attachment; filename=\"profile.pb\"",
-                    ),
-                ],
-                body,
-            )
-                .into_response(),
-        )
-    };
-    result.await.unwrap_or_else(IntoResponse::into_response)
+async fn profile(
+    query: Result<Query<RawParams>, QueryRejection>,
+) -> Result<Response, ProfileError> {
+    let params = Params::parse(query)?;
+    let body = sample(params, |report| {
+        let profile = report.pprof()?;
+        let mut buf = Vec::with_capacity(profile.encoded_len());
+        profile
+            .encode(&mut buf)
+            .map_err(|e| ProfileError::Encode(e.to_string()))?;
+        Ok(buf)
+    })
+    .await?;
+    let headers = [
+        (header::CONTENT_TYPE, "application/octet-stream"),
+        // `curl -OJ` and browsers save it under the name `go tool pprof` users expect.
+        (
+            header::CONTENT_DISPOSITION,
+            "attachment; filename=\"profile.pb\"",
+        ),
+    ];
+    Ok((headers, body).into_response())
 }
 
-async fn flamegraph(query: Result<Query<RawParams>, QueryRejection>) -> Response {
-    let result = async {
-        let params = Params::parse(query)?;
-        let body = sample(params, move |report| {
-            let mut options = pprof::flamegraph::Options::default();
-            options.title = format!(
-                "tickroom CPU: {} s at {} Hz",
-                params.seconds, params.frequency
-            );
-            let mut svg = Vec::new();
-            report.flamegraph_with_options(&mut svg, &mut options)?;
-            // pprof-rs writes nothing at all for an empty report; an idle process still
-            // deserves a valid image rather than an empty body labelled SVG.
-            if svg.is_empty() {
-                svg = EMPTY_SVG.as_bytes().to_vec();
-            }
-            Ok(svg)
-        })
-        .await?;
-        Ok::<_, ProfileError>(([(header::CONTENT_TYPE, "image/svg+xml")], body).into_response())
-    };
-    result.await.unwrap_or_else(IntoResponse::into_response)
+async fn flamegraph(
+    query: Result<Query<RawParams>, QueryRejection>,
+) -> Result<Response, ProfileError> {
+    let params = Params::parse(query)?;
+    let body = sample(params, move |report| {
+        let mut options = pprof::flamegraph::Options::default();
+        options.title = format!(
+            "tickroom CPU: {} s at {} Hz",
+            params.seconds, params.frequency
+        );
+        let mut svg = Vec::new();
+        report.flamegraph_with_options(&mut svg, &mut options)?;
+        // pprof-rs writes nothing at all for an empty report; answer a valid image rather
+        // than an empty body labelled SVG.
+        if svg.is_empty() {
+            svg = EMPTY_SVG.as_bytes().to_vec();
+        }
+        Ok(svg)
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "image/svg+xml")], body).into_response())
 }
 
 const EMPTY_SVG: &str = concat!(
@@ -198,7 +209,7 @@ const EMPTY_SVG: &str = concat!(
     "\n",
     r#"<svg xmlns="http://www.w3.org/2000/svg" width="600" height="60">"#,
     r#"<text x="10" y="35" font-family="Verdana" font-size="14">"#,
-    "No CPU samples were collected: the process was idle.</text></svg>\n"
+    "No CPU samples: the process was idle, or only ran in blocklisted libraries (libc).</text></svg>\n"
 );
 
 /// Samples the whole process for `params.seconds`, then turns the report into a body with
@@ -217,7 +228,11 @@ where
         let frequency = i32::try_from(params.frequency).expect("bounded to 1..=1000");
         let guard = ProfilerGuardBuilder::default()
             .frequency(frequency)
-            .blocklist(BLOCKLIST)
+            .blocklist(if params.libc {
+                BLOCKLIST_WITH_LIBC
+            } else {
+                BLOCKLIST
+            })
             .build()?;
         match request_gone.recv_timeout(Duration::from_secs(params.seconds)) {
             Err(mpsc::RecvTimeoutError::Timeout) => {}
