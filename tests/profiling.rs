@@ -3,43 +3,18 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
 use pprof::protos::Message as _;
 use tickroom::config::RoomConfig;
 use tickroom::sim::game::GameConfig;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// The profiler is process-wide and the tests of this file share a process: the tests that
 /// sample take turns, or they would get each other's 409s.
 static SAMPLING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// HTTP/1.0 GET keeping the body as bytes (a pprof profile is not text): (status, body).
-async fn get_bytes(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: t\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
-        .await
-        .expect("http answer in time")
-        .unwrap();
-    let end = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("complete response head");
-    let head = String::from_utf8_lossy(&buf[..end]);
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, buf[end + 4..].to_vec())
-}
 
 /// `test_config()` plus a room whose ticks are real work: the arena alone is so idle that a
 /// short profile may catch no sample at all.
@@ -95,7 +70,7 @@ async fn profile_is_a_pprof_protobuf_with_samples() {
 
     let (status, body) =
         // libc=true: the opt-in that keeps samples taken inside system calls.
-        get_bytes(server.ops, "/debug/pprof/profile?seconds=1&frequency=500&libc=true").await;
+        http_get_bytes(server.ops, "/debug/pprof/profile?seconds=1&frequency=500&libc=true").await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let profile = pprof::protos::Profile::decode(&body[..]).expect("a pprof protobuf");
     assert!(!profile.sample.is_empty(), "no samples");
@@ -110,10 +85,9 @@ async fn one_profile_at_a_time() {
     let _turn = SAMPLING.lock().await;
     let server = start(test_config()).await;
     let ops = server.ops;
-    let first =
-        tokio::spawn(
-            async move { get_bytes(ops, "/debug/pprof/profile?seconds=2&frequency=99").await },
-        );
+    let first = tokio::spawn(async move {
+        http_get_bytes(ops, "/debug/pprof/profile?seconds=2&frequency=99").await
+    });
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let (status, body) = http_get(ops, "/debug/pprof/flamegraph?seconds=1").await;

@@ -239,8 +239,8 @@ pub fn entity(s: &tickroom::proto::v1::Snapshot, id: u32) -> Option<tickroom::pr
     Some(*e)
 }
 
-/// Minimal HTTP/1.0 GET: (status, body).
-pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+/// Minimal HTTP/1.0 GET keeping the body as bytes (a pprof profile is not text).
+pub async fn http_get_bytes(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: t\r\n\r\n").as_bytes())
         .await
@@ -250,14 +250,23 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .await
         .expect("http answer in time")
         .unwrap();
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let status = text
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("complete response head");
+    let head = String::from_utf8_lossy(&buf[..end]);
+    let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
+    (status, buf[end + 4..].to_vec())
+}
+
+/// Minimal HTTP/1.0 GET: (status, body as text).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let (status, body) = http_get_bytes(addr, path).await;
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 /// Sessions in `room` as `/rooms` reports them.
