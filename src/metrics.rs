@@ -33,7 +33,6 @@ pub struct Hot {
     pub snapshots_conflated: AtomicU64,
     /// Largest reliable backlog a writer found since the last scrape.
     pub reliable_backlog_max: AtomicU64,
-    pub connections_active: AtomicU64,
 }
 
 pub static HOT: Hot = Hot {
@@ -42,7 +41,6 @@ pub static HOT: Hot = Hot {
     flushes: AtomicU64::new(0),
     snapshots_conflated: AtomicU64::new(0),
     reliable_backlog_max: AtomicU64::new(0),
-    connections_active: AtomicU64::new(0),
 };
 
 /// Installs the process-wide recorder once and returns its handle (later servers in the
@@ -231,16 +229,16 @@ impl RoomMetrics {
     }
 }
 
-/// Copies the hot counters and process figures into the recorder, then renders the text
-/// exposition format.
-pub fn render(handle: &PrometheusHandle) -> String {
+/// Copies the hot counters, the server's connection count and process figures into the
+/// recorder, then renders the text exposition format.
+pub fn render(handle: &PrometheusHandle, connections_active: u64) -> String {
     let h = &HOT;
     counter!("tickroom_frames_written_total").absolute(h.frames_written.load(Relaxed));
     counter!("tickroom_bytes_written_total").absolute(h.bytes_written.load(Relaxed));
     counter!("tickroom_socket_flushes_total").absolute(h.flushes.load(Relaxed));
     counter!("tickroom_snapshots_conflated_total").absolute(h.snapshots_conflated.load(Relaxed));
     gauge!("tickroom_reliable_queue_max").set(h.reliable_backlog_max.swap(0, Relaxed) as f64);
-    gauge!("tickroom_connections_active").set(h.connections_active.load(Relaxed) as f64);
+    gauge!("tickroom_connections_active").set(connections_active as f64);
     if let Ok(rt) = tokio::runtime::Handle::try_current() {
         gauge!("tokio_alive_tasks").set(rt.metrics().num_alive_tasks() as f64);
     }

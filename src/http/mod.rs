@@ -45,7 +45,7 @@ async fn metrics(State(hub): State<Arc<SessionHub>>) -> impl IntoResponse {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::metrics::render(&hub.metrics),
+        crate::metrics::render(&hub.metrics, hub.active()),
     )
 }
 

@@ -53,7 +53,6 @@ pub struct SessionHub {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     next_id: AtomicU64,
     active: AtomicU64,
-    rate_limited: AtomicU64,
 }
 
 impl SessionHub {
@@ -72,18 +71,12 @@ impl SessionHub {
             metrics,
             next_id: AtomicU64::new(1),
             active: AtomicU64::new(0),
-            rate_limited: AtomicU64::new(0),
         }
     }
 
     /// Sessions currently connected.
     pub fn active(&self) -> u64 {
         self.active.load(Relaxed)
-    }
-
-    /// Client messages dropped by the rate limit since start.
-    pub fn rate_limited(&self) -> u64 {
-        self.rate_limited.load(Relaxed)
     }
 }
 
@@ -108,8 +101,6 @@ pub async fn run_session<S, K>(
 {
     hub.active.fetch_add(1, Relaxed);
     let _active = ActiveGuard(&hub.active);
-    HOT.connections_active.fetch_add(1, Relaxed);
-    let _gauge = ActiveGuard(&HOT.connections_active);
     let id = hub.next_id.fetch_add(1, Relaxed);
     let outbox = Arc::new(Outbox::new(hub.config.reliable_queue));
     let token = hub.shutdown.child_token();
@@ -214,7 +205,6 @@ impl Reader<'_> {
         match self.limiter.check(Instant::now().into_std()) {
             Verdict::Allow => {}
             Verdict::Drop { notify } => {
-                self.hub.rate_limited.fetch_add(1, Relaxed);
                 crate::metrics::message_rejected(ErrorCode::RateLimited);
                 if notify {
                     self.send_error(
