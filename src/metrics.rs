@@ -70,6 +70,8 @@ fn register_zeroes() {
         ErrorCode::Busy,
         ErrorCode::InvalidArgument,
         ErrorCode::Unavailable,
+        ErrorCode::UnknownSymbol,
+        ErrorCode::LimitExceeded,
     ] {
         counter!("tickroom_messages_rejected_total", "reason" => reject_label(code)).increment(0);
     }
@@ -167,6 +169,8 @@ fn reject_label(code: ErrorCode) -> &'static str {
         ErrorCode::Busy => "busy",
         ErrorCode::InvalidArgument => "invalid_argument",
         ErrorCode::Unavailable => "unavailable",
+        ErrorCode::UnknownSymbol => "unknown_symbol",
+        ErrorCode::LimitExceeded => "limit_exceeded",
         ErrorCode::Unspecified => "other",
     }
 }
