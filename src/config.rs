@@ -5,6 +5,7 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 use serde::Deserialize;
 
 use crate::sim::game::GameConfig;
+use crate::sim::ticker::TickerConfig;
 
 /// The demo configuration `make run` serves when no file is given.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -33,6 +34,8 @@ pub struct Config {
     pub engine: EngineConfig,
     #[serde(default)]
     pub game: GameDefaults,
+    #[serde(default)]
+    pub api: ApiConfig,
     #[serde(default)]
     pub rooms: Vec<RoomConfig>,
 }
@@ -66,6 +69,10 @@ pub struct SessionConfig {
     pub rate_burst: u32,
     pub abuse_drops: u32,
     pub abuse_window_ms: u64,
+    /// Kernel send buffer of each connection (SO_SNDBUF), 0 for the system's default. A
+    /// smaller buffer holds fewer stale frames for a slow reader: the server's newest-value
+    /// conflation starts sooner.
+    pub send_buffer_bytes: usize,
 }
 
 impl Default for SessionConfig {
@@ -79,6 +86,7 @@ impl Default for SessionConfig {
             rate_burst: 240,
             abuse_drops: 600,
             abuse_window_ms: 10_000,
+            send_buffer_bytes: 0,
         }
     }
 }
@@ -132,6 +140,32 @@ impl Default for GameDefaults {
     }
 }
 
+/// The REST API of ticker rooms (`/api/v1/...` on the public port).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// A session made with `POST /api/v1/sessions` expires after this long without a
+    /// WebSocket attached.
+    pub session_ttl_ms: u64,
+    /// Sessions kept at once; creating more answers 503.
+    pub max_sessions: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            session_ttl_ms: 60_000,
+            max_sessions: 100_000,
+        }
+    }
+}
+
+impl ApiConfig {
+    pub fn session_ttl(&self) -> Duration {
+        Duration::from_millis(self.session_ttl_ms)
+    }
+}
+
 /// One room started at boot.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
@@ -141,12 +175,17 @@ pub enum RoomConfig {
         #[serde(flatten)]
         game: GameConfig,
     },
+    Ticker {
+        name: String,
+        #[serde(flatten)]
+        ticker: TickerConfig,
+    },
 }
 
 impl RoomConfig {
     pub fn name(&self) -> &str {
         match self {
-            RoomConfig::Game { name, .. } => name,
+            RoomConfig::Game { name, .. } | RoomConfig::Ticker { name, .. } => name,
         }
     }
 }
@@ -201,6 +240,11 @@ impl Config {
                 "session.reliable_queue, rate_per_sec and rate_burst must be > 0".into(),
             ));
         }
+        if self.api.session_ttl_ms == 0 || self.api.max_sessions == 0 {
+            return Err(ConfigError::Invalid(
+                "api.session_ttl_ms and api.max_sessions must be > 0".into(),
+            ));
+        }
         if self.engine.command_channel == 0 {
             return Err(ConfigError::Invalid(
                 "engine.command_channel must be > 0".into(),
@@ -214,11 +258,11 @@ impl Config {
                     room.name()
                 )));
             }
-            match room {
-                RoomConfig::Game { name, game } => game
-                    .validate()
-                    .map_err(|e| ConfigError::Invalid(format!("room {name:?}: {e}")))?,
-            }
+            let checked = match room {
+                RoomConfig::Game { game, .. } => game.validate(),
+                RoomConfig::Ticker { ticker, .. } => ticker.validate(),
+            };
+            checked.map_err(|e| ConfigError::Invalid(format!("room {:?}: {e}", room.name())))?;
         }
         self.game
             .template
@@ -248,10 +292,21 @@ mod tests {
         let c = Config::embedded();
         assert_eq!(c.server.listen.port(), 8080);
         assert_eq!(c.server.ops_listen.port(), 9090);
-        let RoomConfig::Game { name, game } = &c.rooms[0];
+        let RoomConfig::Game { name, game } = &c.rooms[0] else {
+            panic!("the first demo room is a game room");
+        };
         assert_eq!(name, "arena");
         assert_eq!(game.tick_hz, 60);
         assert_eq!(game.bots, 100);
+        let RoomConfig::Ticker { name, ticker } = &c.rooms[1] else {
+            panic!("the second demo room is a ticker room");
+        };
+        assert_eq!(name, "ticker");
+        assert_eq!(ticker.tick_hz, 20);
+        let crate::feed::FeedConfig::Synthetic(feed) = &ticker.feed else {
+            panic!("the demo ticker runs the synthetic feed");
+        };
+        assert_eq!((feed.symbols, feed.updates_per_sec), (500, 20.0));
     }
 
     #[test]
@@ -263,7 +318,7 @@ mod tests {
             9090,
             "untouched keys keep the default"
         );
-        assert_eq!(c.rooms.len(), 1, "the demo arena stays");
+        assert_eq!(c.rooms.len(), 2, "the demo rooms stay");
         let c =
             Config::over_embedded("[[rooms]]\nname = \"duel\"\nkind = \"game\"\nbots = 2").unwrap();
         assert_eq!(c.rooms.len(), 1);
@@ -287,5 +342,27 @@ mod tests {
             Config::from_toml(dup),
             Err(ConfigError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn ticker_rooms_take_a_feed_table() {
+        let c = Config::from_toml(
+            "[[rooms]]\nname = 'replayed'\nkind = 'ticker'\ntick_hz = 50\n\
+             [rooms.feed]\nkind = 'replay'\npath = 'q.csv'\npace = 'fast'\n",
+        )
+        .unwrap();
+        let RoomConfig::Ticker { name, ticker } = &c.rooms[0] else {
+            panic!("a ticker room");
+        };
+        assert_eq!((name.as_str(), ticker.tick_hz), ("replayed", 50));
+        assert!(matches!(&ticker.feed, crate::feed::FeedConfig::Replay(r)
+            if r.pace == crate::feed::Pace::Fast && !r.repeat));
+        let bad_feed = "[[rooms]]\nname='t'\nkind='ticker'\n[rooms.feed]\nkind='carrier-pigeon'";
+        assert!(Config::from_toml(bad_feed).is_err());
+        let typo = "[[rooms]]\nname='t'\nkind='ticker'\n[rooms.feed]\nkind='synthetic'\nsymbol=5";
+        assert!(
+            Config::from_toml(typo).is_err(),
+            "unknown feed keys are refused"
+        );
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod feed;
 pub mod http;
 pub mod metrics;
 pub mod outbox;

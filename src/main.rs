@@ -85,6 +85,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .iter()
         .map(|r| match r {
             RoomConfig::Game { name, game } => format!("{name} (game, {} Hz)", game.tick_hz),
+            RoomConfig::Ticker { name, ticker } => {
+                format!("{name} (ticker, {} Hz)", ticker.tick_hz)
+            }
         })
         .collect();
     let server = Server::bind(cfg).await?;
@@ -93,7 +96,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     tracing::info!("tickroom serving rooms: {}", rooms.join(", "));
     tracing::info!("connect: ws://{public}/ws  (protobuf ClientMessage frames; docs/protocol.md)");
     tracing::info!("rooms:   http://{public}/rooms");
-    tracing::info!("health:  http://{ops}/healthz  http://{ops}/readyz");
+    tracing::info!("quotes:  http://{public}/api/v1/quotes  (ticker rooms; docs/protocol.md)");
+    tracing::info!(
+        "health:  http://{ops}/healthz  http://{ops}/readyz  metrics: http://{ops}/metrics"
+    );
     tracing::info!(
         "try:     cargo run --release -p client-sim -- game --url ws://{public}/ws --clients 100 --duration 10"
     );

@@ -80,7 +80,7 @@ fn register_zeroes() {
     }
 }
 
-const ALL_CLOSE_REASONS: [CloseReason; 11] = [
+const ALL_CLOSE_REASONS: [CloseReason; 12] = [
     CloseReason::ClientClosed,
     CloseReason::PeerGone,
     CloseReason::HeartbeatTimeout,
@@ -92,6 +92,7 @@ const ALL_CLOSE_REASONS: [CloseReason; 11] = [
     CloseReason::ResumedElsewhere,
     CloseReason::ShuttingDown,
     CloseReason::RoomClosed,
+    CloseReason::UnknownSession,
 ];
 
 fn build() -> PrometheusHandle {
@@ -128,7 +129,8 @@ pub fn leave_label(reason: LeaveReason) -> &'static str {
             CloseReason::RateAbuse
             | CloseReason::MessageTooBig
             | CloseReason::TextFrame
-            | CloseReason::ProtocolError => "error",
+            | CloseReason::ProtocolError
+            | CloseReason::UnknownSession => "error",
         },
     }
 }

@@ -47,6 +47,8 @@ pub enum CloseReason {
     ShuttingDown,
     /// The room the session was in stopped.
     RoomClosed,
+    /// `/ws?session=ID` named a prepared session that does not exist or expired.
+    UnknownSession,
 }
 
 impl CloseReason {
@@ -64,6 +66,7 @@ impl CloseReason {
             CloseReason::ResumedElsewhere => (4002, "session resumed by another connection"),
             CloseReason::ShuttingDown => (1001, "server shutting down"),
             CloseReason::RoomClosed => (1001, "room closed"),
+            CloseReason::UnknownSession => (4003, "unknown or expired session id"),
         }
     }
 
@@ -81,6 +84,7 @@ impl CloseReason {
             CloseReason::ResumedElsewhere => "resumed_elsewhere",
             CloseReason::ShuttingDown => "shutdown",
             CloseReason::RoomClosed => "room_closed",
+            CloseReason::UnknownSession => "unknown_session",
         }
     }
 }
@@ -147,6 +151,21 @@ impl Outbox {
         reliable: &[Bytes],
         snapshot: Option<(SlotKey, &Bytes)>,
     ) -> Result<(), Closed> {
+        if self.enqueue(reliable, snapshot)? {
+            self.wake();
+        }
+        Ok(())
+    }
+
+    /// Like [`deliver`](Self::deliver), but leaves the wake-up to the caller: returns true
+    /// when the queue went from empty to non-empty and the writer must be woken with
+    /// [`wake`](Self::wake). A room queues all of a tick's frames first and wakes afterwards,
+    /// so a session in several groups gets them in one write instead of racing the hand-out.
+    pub fn enqueue(
+        &self,
+        reliable: &[Bytes],
+        snapshot: Option<(SlotKey, &Bytes)>,
+    ) -> Result<bool, Closed> {
         let mut st = self.lock();
         if let Some(reason) = st.closed {
             return Err(Closed(reason));
@@ -176,12 +195,12 @@ impl Outbox {
             }
             st.queue.push_back(Entry::Snapshot(group, frame.clone()));
         }
-        let wake = was_empty && !st.queue.is_empty();
-        drop(st);
-        if wake {
-            self.notify.notify_one();
-        }
-        Ok(())
+        Ok(was_empty && !st.queue.is_empty())
+    }
+
+    /// Wakes the writer (after [`enqueue`](Self::enqueue) said so).
+    pub fn wake(&self) {
+        self.notify.notify_one();
     }
 
     /// Queues one reliable frame.

@@ -11,7 +11,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::engine::{Registry, RegistryError};
 use crate::http::{ops_router, public_router};
-use crate::transport::{SessionHub, serve};
+use crate::transport::{PreparedSessions, SessionHub, serve};
 
 /// How long shutdown waits for sessions to say goodbye before stopping the rooms.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
@@ -57,6 +57,7 @@ impl Server {
             shutdown.clone(),
             TaskTracker::new(),
             metrics,
+            PreparedSessions::new(config.api.session_ttl(), config.api.max_sessions),
         ));
         Ok(Self {
             config,
@@ -106,6 +107,7 @@ impl Server {
             ops_stop.clone(),
             ops_tracker.clone(),
             64,
+            0,
         ));
         tracker.spawn(serve(
             public,
@@ -113,16 +115,19 @@ impl Server {
             shutdown.clone(),
             tracker.clone(),
             config.server.max_connections,
+            config.session.send_buffer_bytes,
         ));
 
         // Histograms are summarised lazily; upkeep keeps their memory bounded between scrapes.
+        // Expired prepared sessions go too, so unused ones cost nothing after their ttl.
         let upkeep = tokio::spawn({
-            let handle = hub.metrics.clone();
+            let hub = hub.clone();
             async move {
                 let mut every = tokio::time::interval(Duration::from_secs(5));
                 loop {
                     every.tick().await;
-                    handle.run_upkeep();
+                    hub.metrics.run_upkeep();
+                    hub.prepared.sweep(std::time::Instant::now());
                 }
             }
         });

@@ -194,8 +194,7 @@ async fn a_client_that_stops_reading_is_closed_as_slow_consumer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_refused_join_the_session_is_in_no_room() {
     let mut config = test_config();
-    let tickroom::config::RoomConfig::Game { game, .. } = &mut config.rooms[0];
-    game.max_players = 1;
+    arena(&mut config).max_players = 1;
     let server = start(config).await;
     let mut first = Client::connect(&server).await;
     first.join("arena").await;

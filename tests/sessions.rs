@@ -90,8 +90,7 @@ async fn resume_within_the_grace_period_keeps_the_avatar() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_grace_period_the_avatar_is_deleted_and_the_token_is_spent() {
     let mut config = test_config();
-    let tickroom::config::RoomConfig::Game { game, .. } = &mut config.rooms[0];
-    game.resume_grace_ms = 300;
+    arena(&mut config).resume_grace_ms = 300;
     let server = start(config).await;
     let mut watcher = Client::connect(&server).await;
     watcher.join("arena").await;

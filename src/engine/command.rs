@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
-use tickroom_proto::v1::client_message::Body;
+use tickroom_proto::v1::{Quote, client_message::Body};
 
+use crate::feed::QuoteUpdate;
 use crate::outbox::{CloseReason, Outbox};
 
 /// Process-unique session number, also sent to the client in `Welcome`.
@@ -21,8 +22,31 @@ pub enum Command {
         session: SessionId,
         body: Body,
     },
+    /// Something that happened outside the sessions (a feed's quotes), for the simulation.
+    Event(RoomEvent),
+    /// A question about the room's state, answered from the room thread so the answer is
+    /// as consistent as a tick (`GET /api/v1/quotes`).
+    Query(RoomQuery),
     /// Stop the room: close every member's outbox and end the thread.
     Shutdown,
+}
+
+/// Input to a room from outside its sessions. Kinds that do not take an event ignore it.
+#[derive(Debug)]
+pub enum RoomEvent {
+    /// New values from a ticker room's feed, in feed order.
+    Quotes(Vec<QuoteUpdate>),
+}
+
+/// A question for the room thread; the answer goes back on `reply`. A room that cannot
+/// answer drops `reply`, which the asker sees as an error.
+#[derive(Debug)]
+pub enum RoomQuery {
+    /// Current quotes of a ticker room: the listed symbol numbers, or all when `None`.
+    Quotes {
+        symbols: Option<Vec<u32>>,
+        reply: tokio::sync::oneshot::Sender<Vec<Quote>>,
+    },
 }
 
 #[derive(Debug)]

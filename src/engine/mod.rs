@@ -12,9 +12,9 @@ mod simulation;
 mod stats;
 mod thread;
 
-pub use command::{Command, JoinRequest, LeaveReason, SessionId};
+pub use command::{Command, JoinRequest, LeaveReason, RoomEvent, RoomQuery, SessionId};
 pub use registry::kind_name;
-pub use registry::{Registry, RegistryError, RoomInfo};
+pub use registry::{Registry, RegistryError, RoomInfo, Ticker};
 pub use room::{Room, RoomCore, TickTimings};
 pub use scheduler::{TickSchedule, TickStart};
 pub use simulation::{CommandError, Simulation};

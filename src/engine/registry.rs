@@ -10,7 +10,9 @@ use tickroom_proto::v1::RoomKind;
 use super::thread::DriverConfig;
 use super::{RoomHandle, RoomStats, spawn_room};
 use crate::config::{Config, EngineConfig, GameDefaults, RoomConfig};
+use crate::feed::FeedHandle;
 use crate::sim::game::{GameConfig, GameRoom};
+use crate::sim::ticker::{SymbolTable, TickerConfig, TickerRoom};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {
@@ -24,6 +26,20 @@ pub enum RegistryError {
     ShuttingDown,
     #[error("cannot start room thread: {0}")]
     Spawn(String),
+    #[error("room {room:?}: {message}")]
+    Feed { room: String, message: String },
+    #[error("{0:?} is not a ticker room")]
+    NotTicker(String),
+    #[error("no ticker room is configured")]
+    NoTicker,
+}
+
+/// A ticker room as the HTTP API sees it: where to send queries and which symbols it has.
+#[derive(Debug, Clone)]
+pub struct Ticker {
+    pub room: Arc<RoomHandle>,
+    pub symbols: Arc<SymbolTable>,
+    pub max_symbols_per_session: usize,
 }
 
 #[derive(Debug)]
@@ -33,6 +49,9 @@ pub struct Registry {
     game: GameDefaults,
     auto_created: std::sync::atomic::AtomicUsize,
     stopping: std::sync::atomic::AtomicBool,
+    /// Ticker rooms in config order; the first is the API's default.
+    tickers: Vec<Ticker>,
+    feeds: Vec<FeedHandle>,
 }
 
 /// One row of `GET /rooms`.
@@ -48,6 +67,8 @@ pub struct RoomInfo {
     pub overruns_total: u64,
     pub skipped_ticks_total: u64,
     pub command_queue_depth: usize,
+    /// Most frames waiting in one session's outbox, sampled about once a second.
+    pub outbox_pending_max: u64,
 }
 
 /// Tick durations over the last 1,024 ticks (drain + step + encode + hand-out).
@@ -77,30 +98,87 @@ fn valid_name(name: &str) -> bool {
 impl Registry {
     /// Starts every room of the config.
     pub fn start(config: &Config) -> Result<Arc<Self>, RegistryError> {
-        let registry = Arc::new(Self {
+        let mut registry = Self {
             rooms: RwLock::new(HashMap::new()),
             engine: config.engine.clone(),
             game: config.game.clone(),
             auto_created: Default::default(),
             stopping: Default::default(),
-        });
+            tickers: Vec::new(),
+            feeds: Vec::new(),
+        };
         for room in &config.rooms {
-            match room {
-                RoomConfig::Game { name, game } => {
-                    registry.insert(name, game)?;
-                }
+            let started = match room {
+                RoomConfig::Game { name, game } => registry.insert(name, game).map(drop),
+                RoomConfig::Ticker { name, ticker } => registry.start_ticker(name, ticker),
+            };
+            if let Err(e) = started {
+                // Rooms and feeds already running must not outlive a failed start.
+                registry.shutdown();
+                return Err(e);
             }
         }
-        Ok(registry)
+        Ok(Arc::new(registry))
+    }
+
+    fn driver(&self, tick_rate_hz: u32) -> DriverConfig {
+        DriverConfig {
+            tick_rate_hz,
+            command_channel: self.engine.command_channel,
+            max_catchup_ticks: self.engine.max_catchup_ticks,
+        }
+    }
+
+    /// Builds the feed (a replay reads its file now), starts the room, then the feed thread.
+    fn start_ticker(&mut self, name: &str, config: &TickerConfig) -> Result<(), RegistryError> {
+        let feed_error = |message: String| RegistryError::Feed {
+            room: name.to_owned(),
+            message,
+        };
+        let feed = config.feed.build().map_err(|e| feed_error(e.to_string()))?;
+        let room = TickerRoom::new(config, feed.symbols());
+        let symbols = room.symbol_table();
+        let handle = spawn_room(name, room, self.driver(config.tick_hz))
+            .map_err(|e| RegistryError::Spawn(e.to_string()))?;
+        self.write().insert(handle.name.clone(), handle.clone());
+        let kind = feed.kind();
+        let feed = FeedHandle::spawn(feed, handle.clone())
+            .map_err(|e| RegistryError::Spawn(e.to_string()))?;
+        self.feeds.push(feed);
+        self.tickers.push(Ticker {
+            room: handle,
+            symbols: symbols.clone(),
+            max_symbols_per_session: config.max_symbols_per_session as usize,
+        });
+        tracing::info!(
+            room = name,
+            kind = "ticker",
+            tick_hz = config.tick_hz,
+            feed = kind,
+            symbols = symbols.len(),
+            "room started"
+        );
+        Ok(())
+    }
+
+    /// The ticker room called `name`, or the first one configured.
+    pub fn ticker(&self, name: Option<&str>) -> Result<Ticker, RegistryError> {
+        match name {
+            None => self.tickers.first().cloned().ok_or(RegistryError::NoTicker),
+            Some(name) => self
+                .tickers
+                .iter()
+                .find(|t| &*t.room.name == name)
+                .cloned()
+                .ok_or_else(|| match self.get(name) {
+                    Some(_) => RegistryError::NotTicker(name.to_owned()),
+                    None => RegistryError::NotFound(name.to_owned()),
+                }),
+        }
     }
 
     fn spawn_game(&self, name: &str, game: &GameConfig) -> Result<Arc<RoomHandle>, RegistryError> {
-        let cfg = DriverConfig {
-            tick_rate_hz: game.tick_hz,
-            command_channel: self.engine.command_channel,
-            max_catchup_ticks: self.engine.max_catchup_ticks,
-        };
-        spawn_room(name, GameRoom::new(game.clone()), cfg)
+        spawn_room(name, GameRoom::new(game.clone()), self.driver(game.tick_hz))
             .map_err(|e| RegistryError::Spawn(e.to_string()))
     }
 
@@ -179,6 +257,7 @@ impl Registry {
                     overruns_total: RoomStats::get(&s.overruns_total),
                     skipped_ticks_total: RoomStats::get(&s.skipped_ticks_total),
                     command_queue_depth: r.queue_depth(),
+                    outbox_pending_max: RoomStats::get(&s.outbox_pending_max),
                 }
             })
             .collect();
@@ -196,10 +275,13 @@ impl Registry {
         })
     }
 
-    /// Stops every room and joins its thread. New joins are refused from here on.
+    /// Stops every feed and room and joins their threads. New joins are refused from here on.
     pub fn shutdown(&self) {
         self.stopping
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        for feed in &self.feeds {
+            feed.stop();
+        }
         let rooms: Vec<_> = self.write().drain().map(|(_, r)| r).collect();
         for room in rooms {
             room.stop();

@@ -54,6 +54,9 @@ pub struct RoomCore {
     dirty: Vec<GroupId>,
     // Sessions found closed outside the hand-out; removed at the end of the tick.
     closed: Vec<(SessionId, CloseReason)>,
+    // Outboxes that went from empty to non-empty; their writers are woken once the command
+    // or tick is done, so everything it queued leaves in one socket write.
+    wake: Vec<Arc<Outbox>>,
     buf: BytesMut,
     encodes: u64,
     /// Time spent encoding during the current tick.
@@ -73,6 +76,7 @@ impl RoomCore {
             groups: HashMap::new(),
             dirty: Vec::new(),
             closed: Vec::new(),
+            wake: Vec::new(),
             buf: BytesMut::with_capacity(16 * 1024),
             encodes: 0,
             encode_time: Duration::ZERO,
@@ -130,7 +134,7 @@ impl RoomCore {
 
     /// Encodes `ServerMessage { tick, snapshot }` from a borrowed snapshot, so a simulation
     /// can keep reusing its object buffer. Same bytes as [`encode`](Self::encode) would give.
-    fn encode_snapshot(&mut self, snapshot: &Snapshot) -> Bytes {
+    pub fn encode_snapshot(&mut self, snapshot: &Snapshot) -> Bytes {
         use prost::encoding::{message, uint64};
         let started = Instant::now();
         let mut len = message::encoded_len(SNAPSHOT_TAG, snapshot);
@@ -147,10 +151,30 @@ impl RoomCore {
         self.buf.split().freeze()
     }
 
-    /// Sets the latest snapshot of `group` for this tick, encoded once.
-    pub fn publish_snapshot(&mut self, group: GroupId, snapshot: &Snapshot) {
+    /// Sets the latest snapshot of `group` for this tick, encoded once. Returns the frame,
+    /// which a simulation may keep to hand to later subscribers.
+    pub fn publish_snapshot(&mut self, group: GroupId, snapshot: &Snapshot) -> Bytes {
         let frame = self.encode_snapshot(snapshot);
-        self.set_snapshot(group, frame);
+        self.set_snapshot(group, frame.clone());
+        frame
+    }
+
+    /// Gives one member the latest state of `group` now (e.g. the current value when it
+    /// subscribes), in the group's snapshot slot: a newer snapshot of the group replaces it
+    /// if the client has not taken it yet.
+    pub fn send_snapshot_to(&mut self, session: SessionId, group: GroupId, frame: &Bytes) {
+        let slot = self.slot(group);
+        if let Some(m) = self.members.get(&session) {
+            match m.outbox.enqueue(&[], Some((slot, frame))) {
+                Ok(true) => self.wake.push(m.outbox.clone()),
+                Ok(false) => {}
+                Err(Closed(reason)) => self.closed.push((session, reason)),
+            }
+        }
+    }
+
+    fn slot(&self, group: GroupId) -> SlotKey {
+        (u64::from(self.uid) << 32) | u64::from(group)
     }
 
     fn set_snapshot(&mut self, group: GroupId, frame: Bytes) {
@@ -169,10 +193,19 @@ impl RoomCore {
     }
 
     fn send_frame(&mut self, session: SessionId, frame: Bytes) {
-        if let Some(m) = self.members.get(&session)
-            && let Err(Closed(reason)) = m.outbox.push_reliable(frame)
-        {
-            self.closed.push((session, reason));
+        if let Some(m) = self.members.get(&session) {
+            match m.outbox.enqueue(std::slice::from_ref(&frame), None) {
+                Ok(true) => self.wake.push(m.outbox.clone()),
+                Ok(false) => {}
+                Err(Closed(reason)) => self.closed.push((session, reason)),
+            }
+        }
+    }
+
+    /// Wakes the writers of every outbox that received its first frame since the last call.
+    fn wake_writers(&mut self) {
+        for outbox in self.wake.drain(..) {
+            outbox.wake();
         }
     }
 
@@ -211,6 +244,11 @@ impl RoomCore {
             .or_default()
             .members
             .insert(session, m.outbox.clone());
+    }
+
+    /// The groups a member is in, in the order it joined them.
+    pub fn groups_of(&self, session: SessionId) -> &[GroupId] {
+        self.members.get(&session).map_or(&[], |m| &m.groups)
     }
 
     pub fn unsubscribe(&mut self, session: SessionId, group: GroupId) {
@@ -261,10 +299,10 @@ impl RoomCore {
             let snapshot = g.snapshot.take();
             let slot: SlotKey = (u64::from(self.uid) << 32) | u64::from(group);
             for (session, outbox) in &g.members {
-                if let Err(Closed(reason)) =
-                    outbox.deliver(&g.reliable, snapshot.as_ref().map(|s| (slot, s)))
-                {
-                    self.closed.push((*session, reason));
+                match outbox.enqueue(&g.reliable, snapshot.as_ref().map(|s| (slot, s))) {
+                    Ok(true) => self.wake.push(outbox.clone()),
+                    Ok(false) => {}
+                    Err(Closed(reason)) => self.closed.push((*session, reason)),
                 }
             }
             g.reliable.clear();
@@ -273,14 +311,19 @@ impl RoomCore {
     }
 
     /// Finds members whose connection ended without a leave reaching the room (e.g. the
-    /// channel was full when the session tried): nothing may outlive a session.
-    fn sweep_closed(&mut self) {
+    /// channel was full when the session tried): nothing may outlive a session. Returns the
+    /// most frames waiting in any member's outbox.
+    fn sweep_closed(&mut self) -> usize {
+        let mut most = 0;
         for (session, m) in &self.members {
             if m.outbox.is_closed() {
                 let reason = m.outbox.close_reason().unwrap_or(CloseReason::PeerGone);
                 self.closed.push((*session, reason));
+            } else {
+                most = most.max(m.outbox.len());
             }
         }
+        most
     }
 }
 
@@ -366,8 +409,11 @@ impl<S: Simulation> Room<S> {
                     self.core.send_error(session, &err);
                 }
             }
+            Command::Event(event) => self.sim.event(&mut self.core, event),
+            Command::Query(query) => self.sim.query(&self.core, query),
             Command::Shutdown => return false,
         }
+        self.core.wake_writers();
         true
     }
 
@@ -417,6 +463,7 @@ impl<S: Simulation> Room<S> {
         self.sim.replicate(&mut self.core);
         let handout = Instant::now();
         self.core.hand_out();
+        self.core.wake_writers();
         self.timings = TickTimings {
             encode: self.core.encode_time,
             handout: handout.elapsed(),
@@ -424,16 +471,21 @@ impl<S: Simulation> Room<S> {
         self.remove_closed();
     }
 
-    /// Checks every member for a closed connection (the driver calls it about once a second).
-    pub fn sweep(&mut self) {
-        self.core.sweep_closed();
+    /// Checks every member for a closed connection (the driver calls it about once a
+    /// second). Returns the most frames waiting in any member's outbox: with latest-only
+    /// snapshots it stays bounded however slow a client is.
+    pub fn sweep(&mut self) -> usize {
+        let most = self.core.sweep_closed();
         self.remove_closed();
+        most
     }
 
     fn remove_closed(&mut self) {
         while let Some((session, reason)) = self.core.closed.pop() {
             self.leave(session, LeaveReason::Closed(reason));
         }
+        // What the simulation said to the others about those who left.
+        self.core.wake_writers();
     }
 
     /// Closes every member's outbox with `reason` (server or room shutdown).

@@ -1,10 +1,10 @@
-//! The contract between the engine and a room kind (game now; ticker and chat later).
+//! The contract between the engine and a room kind (game, ticker; chat later).
 
 use std::borrow::Cow;
 
 use tickroom_proto::v1::{ErrorCode, RoomKind, Welcome, client_message::Body};
 
-use super::{JoinRequest, LeaveReason, RoomCore, SessionId};
+use super::{JoinRequest, LeaveReason, RoomCore, RoomEvent, RoomQuery, SessionId};
 
 /// A command the simulation refused; the session gets it as an `Error` message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,4 +50,16 @@ pub trait Simulation: Send + 'static {
     /// Emits this tick's changes: reliable events and the latest snapshot of each changed
     /// interest group.
     fn replicate(&mut self, ctx: &mut RoomCore);
+
+    /// An event from outside the sessions. Kinds without events ignore it.
+    fn event(&mut self, ctx: &mut RoomCore, event: RoomEvent) {
+        let _ = ctx;
+        tracing::debug!(?event, "room kind takes no events; ignored");
+    }
+
+    /// A question about the state. Kinds that cannot answer drop it, which the asker sees
+    /// as an error.
+    fn query(&mut self, ctx: &RoomCore, query: RoomQuery) {
+        let _ = (ctx, query);
+    }
 }

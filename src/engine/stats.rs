@@ -20,6 +20,8 @@ pub struct RoomStats {
     pub tick_p50_us: AtomicU64,
     pub tick_p99_us: AtomicU64,
     pub tick_max_us: AtomicU64,
+    /// Most frames waiting in one member's outbox at the last sweep (about once a second).
+    pub outbox_pending_max: AtomicU64,
     pub stopped: AtomicBool,
 }
 

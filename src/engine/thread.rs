@@ -40,6 +40,27 @@ impl RoomHandle {
         })
     }
 
+    /// Queues a command, waiting while the channel is full: for a feed thread, where
+    /// back-pressure is right and losing quotes is not. Gives up when `stop` is set.
+    pub fn send_blocking(
+        &self,
+        mut cmd: Command,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Result<(), SendError> {
+        loop {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(SendError::Gone);
+            }
+            match self.tx.send_timeout(cmd, Duration::from_millis(100)) {
+                Ok(()) => return Ok(()),
+                Err(crossbeam_channel::SendTimeoutError::Timeout(c)) => cmd = c,
+                Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => {
+                    return Err(SendError::Gone);
+                }
+            }
+        }
+    }
+
     /// Commands waiting in the channel.
     pub fn queue_depth(&self) -> usize {
         self.tx.len()
@@ -159,7 +180,8 @@ fn run<S: Simulation>(
         RoomStats::set(&stats.last_tick_end_us, unix_time_us() as u64);
         if ended >= next_summary {
             next_summary = ended + Duration::from_secs(1);
-            room.sweep();
+            let most = room.sweep();
+            RoomStats::set(&stats.outbox_pending_max, most as u64);
             if let Some((p50, p99, max)) = durations.summary() {
                 RoomStats::set(&stats.tick_p50_us, u64::from(p50));
                 RoomStats::set(&stats.tick_p99_us, u64::from(p99));

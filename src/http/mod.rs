@@ -1,6 +1,7 @@
-//! HTTP routes: the public port (WebSocket, room list) and the operations port (health,
-//! metrics, profiling).
+//! HTTP routes: the public port (WebSocket, room list, ticker REST API) and the operations
+//! port (health, metrics, profiling).
 
+pub mod api;
 pub mod pprof;
 
 use std::sync::Arc;
@@ -27,7 +28,7 @@ async fn rooms(State(hub): State<Arc<SessionHub>>) -> Json<Rooms> {
 }
 
 async fn index() -> &'static str {
-    "tickroom: open a WebSocket at /ws and send protobuf ClientMessage frames (docs/protocol.md); GET /rooms lists rooms\n"
+    "tickroom: open a WebSocket at /ws and send protobuf ClientMessage frames (docs/protocol.md); GET /rooms lists rooms; ticker rooms: POST /api/v1/sessions, GET /api/v1/quotes\n"
 }
 
 /// Routes of the public port.
@@ -36,6 +37,7 @@ pub fn public_router(hub: Arc<SessionHub>) -> Router {
         .route("/", get(index))
         .route("/ws", get(ws_upgrade))
         .route("/rooms", get(rooms))
+        .merge(api::router())
         .with_state(hub)
 }
 

@@ -2,3 +2,4 @@
 //! [`Simulation`](crate::engine::Simulation) and knows nothing about sockets.
 
 pub mod game;
+pub mod ticker;

@@ -17,13 +17,15 @@ use tower::ServiceExt;
 use super::upgrade::ConnGuard;
 
 /// Serves `router` on `listener` until `shutdown` fires. Connections beyond
-/// `max_connections` wait in the kernel's accept queue.
+/// `max_connections` wait in the kernel's accept queue. `send_buffer` sets SO_SNDBUF on
+/// each connection (0: the system default).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     max_connections: usize,
+    send_buffer: usize,
 ) {
     let permits = Arc::new(Semaphore::new(max_connections.max(1)));
     loop {
@@ -45,6 +47,11 @@ pub async fn serve(
         };
         // Nagle would hold small frames for up to ~40 ms.
         let _ = tcp.set_nodelay(true);
+        if send_buffer > 0
+            && let Err(e) = socket2::SockRef::from(&tcp).set_send_buffer_size(send_buffer)
+        {
+            tracing::debug!(%peer, error = %e, "cannot set the send buffer size");
+        }
         let guard = ConnGuard(Arc::new(permit));
         let router = router.clone();
         let shutdown = shutdown.clone();

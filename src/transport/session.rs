@@ -14,8 +14,8 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt, stream::SplitSink};
 use prost::Message as _;
 use tickroom_proto::v1::{
-    ClientMessage, Error as ErrorMsg, ErrorCode, Join, Pong, ServerMessage, client_message::Body,
-    server_message::Body as ServerBody,
+    ClientMessage, Error as ErrorMsg, ErrorCode, Join, Pong, ServerMessage, Subscribe,
+    client_message::Body, server_message::Body as ServerBody,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
@@ -27,6 +27,7 @@ use tokio_tungstenite::tungstenite::{
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::prepared::{Prepared, PreparedSessions};
 use super::rate_limit::{RateLimiter, Verdict};
 use crate::config::SessionConfig;
 use crate::engine::{
@@ -51,6 +52,8 @@ pub struct SessionHub {
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Sessions prepared with `POST /api/v1/sessions`.
+    pub prepared: PreparedSessions,
     next_id: AtomicU64,
     active: AtomicU64,
 }
@@ -62,6 +65,7 @@ impl SessionHub {
         shutdown: CancellationToken,
         tracker: TaskTracker,
         metrics: metrics_exporter_prometheus::PrometheusHandle,
+        prepared: PreparedSessions,
     ) -> Self {
         Self {
             registry,
@@ -69,6 +73,7 @@ impl SessionHub {
             shutdown,
             tracker,
             metrics,
+            prepared,
             next_id: AtomicU64::new(1),
             active: AtomicU64::new(0),
         }
@@ -89,11 +94,33 @@ impl Drop for ActiveGuard<'_> {
     }
 }
 
+/// How a session begins.
+#[derive(Debug)]
+pub enum Start {
+    /// The client sends Join (and whatever its room takes).
+    Plain,
+    /// `/ws?session=ID` of a prepared session: join its room and subscribe to its symbols
+    /// with no message from the client.
+    Prepared(Prepared),
+    /// `/ws?session=ID` with an id that is unknown or expired: close at once with a reason.
+    UnknownPrepared,
+}
+
+/// Detaches a prepared session however the WebSocket ends, so its ttl starts again.
+struct Detach<'a>(&'a PreparedSessions, String);
+
+impl Drop for Detach<'_> {
+    fn drop(&mut self) {
+        self.0.detach(&self.1, std::time::Instant::now());
+    }
+}
+
 /// Runs a session to its end. `keep` is held for the session's lifetime (connection limit).
 pub async fn run_session<S, K>(
     ws: WebSocketStream<S>,
     hub: Arc<SessionHub>,
     peer: SocketAddr,
+    start: Start,
     keep: K,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -127,6 +154,27 @@ pub async fn run_session<S, K>(
         ),
         buf: BytesMut::new(),
     };
+    let mut _detach = None;
+    match start {
+        Start::Plain => {}
+        Start::UnknownPrepared => {
+            outbox.close(CloseReason::UnknownSession);
+        }
+        Start::Prepared(p) => {
+            _detach = Some(Detach(&hub.prepared, p.id));
+            reader
+                .join(Join {
+                    room: p.room.to_string(),
+                    resume_token: String::new(),
+                })
+                .await;
+            if reader.room.is_some() {
+                reader.forward_to_room(Body::Subscribe(Subscribe {
+                    symbols: p.symbols.to_vec(),
+                }));
+            }
+        }
+    }
     let mut stream = stream;
     let reason = reader.read_loop(&mut stream, &token).await;
     // First reason wins: a writer or room that closed first keeps its own.

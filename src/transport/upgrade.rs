@@ -13,7 +13,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
-use super::session::{SessionHub, run_session};
+use super::session::{SessionHub, Start, run_session};
 use crate::config::SessionConfig;
 
 /// Held by a connection for as long as it lives, upgraded or not (connection limit).
@@ -45,7 +45,16 @@ fn reject(status: StatusCode, why: &'static str) -> Response {
     (status, why).into_response()
 }
 
-/// `GET /ws`.
+/// The `session` parameter of the query string, if any.
+fn prepared_id(query: Option<&str>) -> Option<&str> {
+    query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == "session")
+        .map(|(_, v)| v)
+}
+
+/// `GET /ws`, or `GET /ws?session=ID` to attach to a session prepared over REST.
 pub async fn ws_upgrade(
     State(hub): State<Arc<SessionHub>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -98,6 +107,14 @@ pub async fn ws_upgrade(
         );
     };
     let guard = req.extensions_mut().remove::<ConnGuard>();
+    // Ids are hex, so no percent-decoding is needed; anything else simply matches nothing.
+    let start = match prepared_id(req.uri().query()) {
+        None => Start::Plain,
+        Some(id) => match hub.prepared.attach(id, std::time::Instant::now()) {
+            Some(p) => Start::Prepared(p),
+            None => Start::UnknownPrepared,
+        },
+    };
     let config = ws_config(&hub.config);
     let tracker = hub.tracker.clone();
     tracker.spawn(async move {
@@ -109,9 +126,14 @@ pub async fn ws_upgrade(
                     Some(config),
                 )
                 .await;
-                run_session(ws, hub, peer, guard).await;
+                run_session(ws, hub, peer, start, guard).await;
             }
-            Err(e) => tracing::debug!(%peer, error = %e, "upgrade failed"),
+            Err(e) => {
+                if let Start::Prepared(p) = start {
+                    hub.prepared.detach(&p.id, std::time::Instant::now());
+                }
+                tracing::debug!(%peer, error = %e, "upgrade failed");
+            }
         }
     });
     Response::builder()

@@ -65,6 +65,14 @@ pub fn test_config() -> Config {
     c
 }
 
+/// The test arena's settings, to change before `start`.
+pub fn arena(config: &mut Config) -> &mut GameConfig {
+    match &mut config.rooms[0] {
+        RoomConfig::Game { game, .. } => game,
+        other => panic!("the first test room is the arena, not {}", other.name()),
+    }
+}
+
 pub async fn start(config: Config) -> TestServer {
     let server = Server::bind(config).await.expect("server binds");
     let addr = server.public_addr();
@@ -96,9 +104,25 @@ pub struct Closed {
 
 impl Client {
     pub async fn connect(server: &TestServer) -> Client {
-        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(server.ws_url()))
+        Self::connect_url(&server.ws_url()).await
+    }
+
+    pub async fn connect_url(url: &str) -> Client {
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
             .await
             .expect("connect in time")
+            .expect("websocket handshake");
+        Client { ws }
+    }
+
+    /// A client with a small kernel receive buffer, so that when it stops reading the
+    /// server's socket blocks soon instead of the kernel absorbing megabytes.
+    pub async fn connect_small_buffer(server: &TestServer) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let tcp = socket.connect(server.addr).await.unwrap();
+        let (ws, _) = tokio_tungstenite::client_async(server.ws_url(), MaybeTlsStream::Plain(tcp))
+            .await
             .expect("websocket handshake");
         Client { ws }
     }
@@ -235,16 +259,32 @@ fn closed(frame: Option<CloseFrame>) -> Closed {
 
 pub fn entity(s: &tickroom::proto::v1::Snapshot, id: u32) -> Option<tickroom::proto::v1::Entity> {
     let o = s.objects.iter().find(|o| o.id == id)?;
-    let tickroom::proto::v1::object::State::Entity(e) = o.state.as_ref()?;
-    Some(*e)
+    match o.state.as_ref()? {
+        tickroom::proto::v1::object::State::Entity(e) => Some(*e),
+        _ => None,
+    }
 }
 
 /// Minimal HTTP/1.0 GET keeping the body as bytes (a pprof profile is not text).
 pub async fn http_get_bytes(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
+    http_request(addr, "GET", path, "").await
+}
+
+/// Minimal HTTP/1.0 request with a JSON body (empty for none): (status, body).
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, Vec<u8>) {
     let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: t\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
         .await
