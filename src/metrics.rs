@@ -72,6 +72,9 @@ fn register_zeroes() {
         ErrorCode::Unavailable,
         ErrorCode::UnknownSymbol,
         ErrorCode::LimitExceeded,
+        ErrorCode::Blocked,
+        ErrorCode::ContentRejected,
+        ErrorCode::NameRequired,
     ] {
         counter!("tickroom_messages_rejected_total", "reason" => reject_label(code)).increment(0);
     }
@@ -173,6 +176,9 @@ fn reject_label(code: ErrorCode) -> &'static str {
         ErrorCode::Unavailable => "unavailable",
         ErrorCode::UnknownSymbol => "unknown_symbol",
         ErrorCode::LimitExceeded => "limit_exceeded",
+        ErrorCode::Blocked => "blocked",
+        ErrorCode::ContentRejected => "content_rejected",
+        ErrorCode::NameRequired => "name_required",
         ErrorCode::Unspecified => "other",
     }
 }

@@ -3,12 +3,10 @@
 
 mod listener;
 mod prepared;
-mod rate_limit;
 mod session;
 mod upgrade;
 
 pub use listener::serve;
 pub use prepared::{Full, Prepared, PreparedSessions};
-pub use rate_limit::{RateLimiter, Verdict};
 pub use session::{SessionHub, Start, run_session};
 pub use upgrade::{ConnGuard, ws_config, ws_upgrade};

@@ -28,7 +28,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::prepared::{Prepared, PreparedSessions};
-use super::rate_limit::{RateLimiter, Verdict};
 use crate::config::SessionConfig;
 use crate::engine::{
     Command, JoinRequest, LeaveReason, Registry, RegistryError, RoomHandle, RoomStats, SendError,
@@ -36,6 +35,7 @@ use crate::engine::{
 };
 use crate::metrics::HOT;
 use crate::outbox::{CloseReason, Outbox};
+use crate::rate_limit::{RateLimiter, Verdict};
 
 /// How long a closing session keeps reading for the peer's close reply, and how long the
 /// writer tries to deliver its close frame.

@@ -1,5 +1,6 @@
-//! Per-session message rate limit: a token bucket, plus a window that turns sustained
-//! excess into a disconnect. Sans-IO: the caller passes the time.
+//! Rate limits. [`TokenBucket`] is the bare bucket (chat rooms limit sends per session with
+//! it); [`RateLimiter`] adds a window that turns sustained excess into a disconnect (every
+//! client message passes one). Sans-IO: callers pass the time.
 
 use std::time::{Duration, Instant};
 
@@ -15,11 +16,39 @@ pub enum Verdict {
     Abuse,
 }
 
+/// `rate` tokens a second, at most `burst` saved up; starts full.
 #[derive(Debug, Clone)]
-pub struct RateLimiter {
+pub struct TokenBucket {
     rate: f64,
     burst: f64,
     tokens: f64,
+}
+
+impl TokenBucket {
+    pub fn new(rate_per_sec: f64, burst: f64) -> Self {
+        Self {
+            rate: rate_per_sec,
+            burst,
+            tokens: burst,
+        }
+    }
+
+    /// Refills for `elapsed` seconds since the last call, then takes one token if there is
+    /// one.
+    pub fn take(&mut self, elapsed: f64) -> bool {
+        self.tokens = (self.tokens + elapsed.max(0.0) * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RateLimiter {
+    bucket: TokenBucket,
     last: Instant,
     window: Duration,
     window_start: Instant,
@@ -37,9 +66,7 @@ impl RateLimiter {
         now: Instant,
     ) -> Self {
         Self {
-            rate: f64::from(rate_per_sec),
-            burst: f64::from(burst),
-            tokens: f64::from(burst),
+            bucket: TokenBucket::new(f64::from(rate_per_sec), f64::from(burst)),
             last: now,
             window,
             window_start: now,
@@ -52,9 +79,7 @@ impl RateLimiter {
     pub fn check(&mut self, now: Instant) -> Verdict {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        if self.bucket.take(elapsed) {
             return Verdict::Allow;
         }
         if now.saturating_duration_since(self.window_start) >= self.window {
