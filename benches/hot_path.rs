@@ -28,6 +28,7 @@ fn arena(objects: u32, recipients: u64) -> (Room<GameRoom>, Vec<Arc<Outbox>>) {
                 session,
                 outbox: outbox.clone(),
                 resume_token: String::new(),
+                name: String::new(),
                 reply: None,
             }));
             outbox

@@ -4,6 +4,7 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 
 use serde::Deserialize;
 
+use crate::sim::chat::ChatConfig;
 use crate::sim::game::GameConfig;
 use crate::sim::ticker::TickerConfig;
 
@@ -36,6 +37,8 @@ pub struct Config {
     pub game: GameDefaults,
     #[serde(default)]
     pub api: ApiConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
     #[serde(default)]
     pub rooms: Vec<RoomConfig>,
 }
@@ -166,6 +169,25 @@ impl ApiConfig {
     }
 }
 
+/// The admin API on the operations port (`/admin/...`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Bearer token the admin API requires; empty disables the API. The environment variable
+    /// `TICKROOM_ADMIN_TOKEN` overrides it, so the secret need not be in a file.
+    pub token: String,
+}
+
+impl AdminConfig {
+    /// The token in force: the environment's, else the config's; `None` when neither is set.
+    pub fn effective_token(&self) -> Option<String> {
+        std::env::var("TICKROOM_ADMIN_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .or_else(|| Some(self.token.clone()).filter(|t| !t.is_empty()))
+    }
+}
+
 /// One room started at boot.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
@@ -180,12 +202,19 @@ pub enum RoomConfig {
         #[serde(flatten)]
         ticker: TickerConfig,
     },
+    Chat {
+        name: String,
+        #[serde(flatten)]
+        chat: ChatConfig,
+    },
 }
 
 impl RoomConfig {
     pub fn name(&self) -> &str {
         match self {
-            RoomConfig::Game { name, .. } | RoomConfig::Ticker { name, .. } => name,
+            RoomConfig::Game { name, .. }
+            | RoomConfig::Ticker { name, .. }
+            | RoomConfig::Chat { name, .. } => name,
         }
     }
 }
@@ -261,6 +290,7 @@ impl Config {
             let checked = match room {
                 RoomConfig::Game { game, .. } => game.validate(),
                 RoomConfig::Ticker { ticker, .. } => ticker.validate(),
+                RoomConfig::Chat { chat, .. } => chat.validate(),
             };
             checked.map_err(|e| ConfigError::Invalid(format!("room {:?}: {e}", room.name())))?;
         }
@@ -307,6 +337,11 @@ mod tests {
             panic!("the demo ticker runs the synthetic feed");
         };
         assert_eq!((feed.symbols, feed.updates_per_sec), (500, 20.0));
+        let RoomConfig::Chat { name, chat } = &c.rooms[2] else {
+            panic!("the third demo room is a chat room");
+        };
+        assert_eq!((name.as_str(), chat.tick_hz), ("chat", 10));
+        assert!(!chat.word_filter().unwrap().is_empty());
     }
 
     #[test]
@@ -318,7 +353,7 @@ mod tests {
             9090,
             "untouched keys keep the default"
         );
-        assert_eq!(c.rooms.len(), 2, "the demo rooms stay");
+        assert_eq!(c.rooms.len(), 3, "the demo rooms stay");
         let c =
             Config::over_embedded("[[rooms]]\nname = \"duel\"\nkind = \"game\"\nbots = 2").unwrap();
         assert_eq!(c.rooms.len(), 1);

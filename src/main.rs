@@ -88,8 +88,14 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             RoomConfig::Ticker { name, ticker } => {
                 format!("{name} (ticker, {} Hz)", ticker.tick_hz)
             }
+            RoomConfig::Chat { name, chat } => format!("{name} (chat, {} Hz)", chat.tick_hz),
         })
         .collect();
+    let admin = if cfg.admin.effective_token().is_some() {
+        "enabled (bearer token)"
+    } else {
+        "disabled: set [admin] token or TICKROOM_ADMIN_TOKEN"
+    };
     let server = Server::bind(cfg).await?;
     let public = server.public_addr();
     let ops = server.ops_addr();
@@ -100,6 +106,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(
         "health:  http://{ops}/healthz  http://{ops}/readyz  metrics: http://{ops}/metrics"
     );
+    tracing::info!("admin:   http://{ops}/admin/...  {admin}");
     tracing::info!(
         "try:     cargo run --release -p client-sim -- game --url ws://{public}/ws --clients 100 --duration 10"
     );

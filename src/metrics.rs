@@ -60,6 +60,10 @@ pub fn install() -> PrometheusHandle {
 /// event. Every label set here is a small fixed one.
 fn register_zeroes() {
     counter!("tickroom_slow_consumer_disconnects_total").increment(0);
+    let chat = ChatCounters::new();
+    for c in [chat.broadcast, chat.dropped_cap, chat.blocked] {
+        c.increment(0);
+    }
     for code in [
         ErrorCode::Malformed,
         ErrorCode::UnknownMessage,
@@ -155,6 +159,33 @@ pub fn connection_closed(reason: CloseReason) {
     counter!("tickroom_connections_closed_total", "reason" => reason.as_str()).increment(1);
     if reason == CloseReason::SlowConsumer {
         counter!("tickroom_slow_consumer_disconnects_total").increment(1);
+    }
+}
+
+/// Chat message counters, registered once per chat room: messages broadcast, dropped by the
+/// per-tick cap, and held back because their sender was blocked after they were accepted.
+#[derive(Debug, Clone)]
+pub struct ChatCounters {
+    pub broadcast: Counter,
+    pub dropped_cap: Counter,
+    pub blocked: Counter,
+}
+
+impl ChatCounters {
+    pub fn new() -> Self {
+        let c =
+            |outcome: &'static str| counter!("tickroom_chat_messages_total", "outcome" => outcome);
+        Self {
+            broadcast: c("broadcast"),
+            dropped_cap: c("dropped_cap"),
+            blocked: c("blocked"),
+        }
+    }
+}
+
+impl Default for ChatCounters {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

@@ -103,7 +103,7 @@ impl Server {
         let ops_tracker = TaskTracker::new();
         ops_tracker.spawn(serve(
             ops,
-            ops_router(hub.clone()),
+            ops_router(hub.clone(), config.admin.effective_token()),
             ops_stop.clone(),
             ops_tracker.clone(),
             64,

@@ -53,7 +53,7 @@ async fn malformed_bytes_get_an_error_and_the_session_goes_on() {
     // Unknown room (auto-create is off in tests).
     c.send(Body::Join(tickroom::proto::v1::Join {
         room: "nope".into(),
-        resume_token: String::new(),
+        ..Default::default()
     }))
     .await;
     expect_error(&mut c, ErrorCode::RoomNotFound).await;
@@ -201,7 +201,7 @@ async fn after_a_refused_join_the_session_is_in_no_room() {
     let mut c = Client::connect(&server).await;
     c.send(Body::Join(tickroom::proto::v1::Join {
         room: "arena".into(),
-        resume_token: String::new(),
+        ..Default::default()
     }))
     .await;
     expect_error(&mut c, ErrorCode::RoomFull).await;

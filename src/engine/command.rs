@@ -36,6 +36,14 @@ pub enum Command {
 pub enum RoomEvent {
     /// New values from a ticker room's feed, in feed order.
     Quotes(Vec<QuoteUpdate>),
+    /// A system notice for a chat room (admin API).
+    Notice { text: String },
+    /// A gift announcement for a chat room (admin API).
+    Gift {
+        from: String,
+        gift: String,
+        count: u32,
+    },
 }
 
 /// A question for the room thread; the answer goes back on `reply`. A room that cannot
@@ -55,6 +63,8 @@ pub struct JoinRequest {
     pub outbox: Arc<Outbox>,
     /// Empty when the client gave none.
     pub resume_token: String,
+    /// Display name (chat rooms); empty for an anonymous viewer.
+    pub name: String,
     /// Told whether the join succeeded, so the session knows which room it is in.
     pub reply: Option<tokio::sync::oneshot::Sender<bool>>,
 }

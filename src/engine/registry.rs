@@ -11,6 +11,8 @@ use super::thread::DriverConfig;
 use super::{RoomHandle, RoomStats, spawn_room};
 use crate::config::{Config, EngineConfig, GameDefaults, RoomConfig};
 use crate::feed::FeedHandle;
+use crate::moderation::BlockLists;
+use crate::sim::chat::{ChatConfig, ChatRoom};
 use crate::sim::game::{GameConfig, GameRoom};
 use crate::sim::ticker::{SymbolTable, TickerConfig, TickerRoom};
 
@@ -27,7 +29,7 @@ pub enum RegistryError {
     #[error("cannot start room thread: {0}")]
     Spawn(String),
     #[error("room {room:?}: {message}")]
-    Feed { room: String, message: String },
+    Setup { room: String, message: String },
     #[error("{0:?} is not a ticker room")]
     NotTicker(String),
     #[error("no ticker room is configured")]
@@ -52,6 +54,8 @@ pub struct Registry {
     /// Ticker rooms in config order; the first is the API's default.
     tickers: Vec<Ticker>,
     feeds: Vec<FeedHandle>,
+    /// User and IP block lists shared by chat rooms, sessions and the admin API.
+    blocks: Arc<BlockLists>,
 }
 
 /// One row of `GET /rooms`.
@@ -106,11 +110,13 @@ impl Registry {
             stopping: Default::default(),
             tickers: Vec::new(),
             feeds: Vec::new(),
+            blocks: Arc::new(BlockLists::default()),
         };
         for room in &config.rooms {
             let started = match room {
                 RoomConfig::Game { name, game } => registry.insert(name, game).map(drop),
                 RoomConfig::Ticker { name, ticker } => registry.start_ticker(name, ticker),
+                RoomConfig::Chat { name, chat } => registry.start_chat(name, chat),
             };
             if let Err(e) = started {
                 // Rooms and feeds already running must not outlive a failed start.
@@ -131,7 +137,7 @@ impl Registry {
 
     /// Builds the feed (a replay reads its file now), starts the room, then the feed thread.
     fn start_ticker(&mut self, name: &str, config: &TickerConfig) -> Result<(), RegistryError> {
-        let feed_error = |message: String| RegistryError::Feed {
+        let feed_error = |message: String| RegistryError::Setup {
             room: name.to_owned(),
             message,
         };
@@ -159,6 +165,32 @@ impl Registry {
             "room started"
         );
         Ok(())
+    }
+
+    /// Loads the word list (a bad file stops the server at start) and starts the room.
+    fn start_chat(&mut self, name: &str, config: &ChatConfig) -> Result<(), RegistryError> {
+        let filter = config.word_filter().map_err(|e| RegistryError::Setup {
+            room: name.to_owned(),
+            message: e.to_string(),
+        })?;
+        let words = filter.len();
+        let room = ChatRoom::new(config.clone(), filter, self.blocks.clone());
+        let handle = spawn_room(name, room, self.driver(config.tick_hz))
+            .map_err(|e| RegistryError::Spawn(e.to_string()))?;
+        self.write().insert(handle.name.clone(), handle);
+        tracing::info!(
+            room = name,
+            kind = "chat",
+            tick_hz = config.tick_hz,
+            filtered_words = words,
+            "room started"
+        );
+        Ok(())
+    }
+
+    /// The block lists every chat room and session consults.
+    pub fn blocks(&self) -> &Arc<BlockLists> {
+        &self.blocks
     }
 
     /// The ticker room called `name`, or the first one configured.

@@ -547,6 +547,7 @@ mod tests {
             session,
             outbox: outbox.clone(),
             resume_token: String::new(),
+            name: String::new(),
             reply: None,
         }));
         outbox

@@ -1,6 +1,7 @@
 //! HTTP routes: the public port (WebSocket, room list, ticker REST API) and the operations
-//! port (health, metrics, profiling).
+//! port (health, metrics, profiling, admin API).
 
+pub mod admin;
 pub mod api;
 pub mod pprof;
 
@@ -68,8 +69,12 @@ async fn readyz(State(hub): State<Arc<SessionHub>>) -> impl IntoResponse {
     (StatusCode::OK, "ready\n")
 }
 
-/// Routes of the operations port.
-pub fn ops_router(hub: Arc<SessionHub>) -> Router {
+/// Routes of the operations port. `admin_token` `None` leaves the admin API disabled.
+pub fn ops_router(hub: Arc<SessionHub>, admin_token: Option<String>) -> Router {
+    let admin = admin::router(admin::AdminState {
+        hub: hub.clone(),
+        token: admin_token.map(Into::into),
+    });
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -77,4 +82,5 @@ pub fn ops_router(hub: Arc<SessionHub>) -> Router {
         .route("/rooms", get(rooms))
         .with_state(hub)
         .merge(pprof::router())
+        .merge(admin)
 }

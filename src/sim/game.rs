@@ -480,6 +480,7 @@ mod tests {
             session,
             outbox: outbox.clone(),
             resume_token: token.into(),
+            name: String::new(),
             reply: None,
         }));
         outbox

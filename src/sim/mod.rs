@@ -1,5 +1,6 @@
 //! Room kinds: the simulations the engine runs. Each implements
 //! [`Simulation`](crate::engine::Simulation) and knows nothing about sockets.
 
+pub mod chat;
 pub mod game;
 pub mod ticker;

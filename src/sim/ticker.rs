@@ -367,6 +367,7 @@ impl Simulation for TickerRoom {
                     self.apply(u);
                 }
             }
+            other => tracing::debug!(event = ?other, "ticker rooms take quotes"),
         }
     }
 
@@ -414,6 +415,7 @@ mod tests {
             session,
             outbox: outbox.clone(),
             resume_token: String::new(),
+            name: String::new(),
             reply: None,
         }));
         outbox

@@ -142,6 +142,7 @@ pub async fn run_session<S, K>(
 
     let mut reader = Reader {
         id,
+        peer: peer.ip(),
         hub: &hub,
         outbox: &outbox,
         room: None,
@@ -165,7 +166,7 @@ pub async fn run_session<S, K>(
             reader
                 .join(Join {
                     room: p.room.to_string(),
-                    resume_token: String::new(),
+                    ..Default::default()
                 })
                 .await;
             if reader.room.is_some() {
@@ -204,6 +205,7 @@ pub async fn run_session<S, K>(
 
 struct Reader<'a> {
     id: SessionId,
+    peer: std::net::IpAddr,
     hub: &'a SessionHub,
     outbox: &'a Arc<Outbox>,
     room: Option<Arc<RoomHandle>>,
@@ -291,6 +293,10 @@ impl Reader<'_> {
                 });
                 self.send(pong);
             }
+            // An address blocked after this connection opened can still not send.
+            Some(Body::ChatSend(_)) if self.hub.registry.blocks().ip_blocked(self.peer) => {
+                self.send_error(ErrorCode::Blocked, "your address is blocked from sending");
+            }
             Some(body) => self.forward_to_room(body),
         }
         None
@@ -322,6 +328,7 @@ impl Reader<'_> {
             session: self.id,
             outbox: self.outbox.clone(),
             resume_token: join.resume_token,
+            name: join.name,
             reply: Some(reply),
         });
         if let Err(e) = room.send(cmd) {

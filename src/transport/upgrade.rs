@@ -99,6 +99,9 @@ pub async fn ws_upgrade(
     if hub.shutdown.is_cancelled() {
         return reject(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down\n");
     }
+    if hub.registry.blocks().ip_blocked(peer.ip()) {
+        return reject(StatusCode::FORBIDDEN, "your address is blocked\n");
+    }
     let accept = derive_accept_key(key.as_bytes());
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
         return reject(

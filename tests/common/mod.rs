@@ -152,9 +152,20 @@ impl Client {
     }
 
     pub async fn join_with(&mut self, room: &str, token: &str) -> tickroom::proto::v1::Welcome {
+        self.join_as(room, token, "").await
+    }
+
+    /// Joins with a resume token and a display name (chat rooms).
+    pub async fn join_as(
+        &mut self,
+        room: &str,
+        token: &str,
+        name: &str,
+    ) -> tickroom::proto::v1::Welcome {
         self.send(Body::Join(Join {
             room: room.into(),
             resume_token: token.into(),
+            name: name.into(),
         }))
         .await;
         match self
@@ -277,10 +288,25 @@ pub async fn http_request(
     path: &str,
     body: &str,
 ) -> (u16, Vec<u8>) {
+    http_call(addr, method, path, &[], body).await
+}
+
+/// [`http_request`] with extra headers.
+pub async fn http_call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, Vec<u8>) {
     let mut s = TcpStream::connect(addr).await.unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let head = format!(
         "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n",
+         {extra}Content-Length: {}\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).await.unwrap();

@@ -1,0 +1,583 @@
+//! The chat ("danmu") room: very many viewers, short messages everyone sees.
+//!
+//! Sends are commands, checked on arrival (name, block list, length, per-session rate, word
+//! filter). Each tick the room batches everything it accepted into ONE reliable `ChatBatch`,
+//! encoded once and handed to every viewer, so fan-out costs the same whatever the message
+//! count; a tick with nothing to say sends nothing. A per-tick cap drops the oldest viewer
+//! messages of a flood (counted, and told to viewers in the batch); notices and gifts from the
+//! admin API are not capped and go out in the next batch, marked as such.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use tickroom_proto::v1::{
+    ChatBatch, ChatKind, ChatMessage, ChatSend, ErrorCode, RoomKind, Welcome, client_message::Body,
+    server_message::Body as ServerBody,
+};
+
+use crate::engine::{
+    CommandError, JoinRequest, LeaveReason, RoomCore, RoomEvent, SessionId, Simulation,
+};
+use crate::moderation::{BlockLists, FilterError, FilterPolicy, WordFilter};
+use crate::outbox::GroupId;
+use crate::rate_limit::TokenBucket;
+
+/// Every viewer is in the one group.
+pub const VIEWERS: GroupId = 0;
+
+/// Longest display name, in characters.
+pub const MAX_NAME_CHARS: usize = 32;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ChatConfig {
+    pub tick_hz: u32,
+    /// Viewer messages broadcast per tick; beyond it the oldest of the tick are dropped.
+    pub max_messages_per_tick: u32,
+    /// Longest message, in characters.
+    pub max_message_chars: u32,
+    /// Per-session send rate and burst.
+    pub send_rate_per_sec: f64,
+    pub send_burst: u32,
+    pub max_viewers: u32,
+    /// What a message with a listed word gets: `mask` or `reject`.
+    pub filter_policy: FilterPolicy,
+    /// Listed words, in addition to those of `words_file`.
+    pub blocked_words: Vec<String>,
+    /// A word list file: one word or phrase per line, `#` comments.
+    pub words_file: Option<PathBuf>,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        Self {
+            tick_hz: 10,
+            max_messages_per_tick: 100,
+            max_message_chars: 200,
+            send_rate_per_sec: 2.0,
+            send_burst: 5,
+            max_viewers: 100_000,
+            filter_policy: FilterPolicy::Mask,
+            blocked_words: Vec::new(),
+            words_file: None,
+        }
+    }
+}
+
+impl ChatConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=1000).contains(&self.tick_hz) {
+            return Err("tick_hz must be 1..=1000".into());
+        }
+        if self.max_messages_per_tick == 0 || self.max_message_chars == 0 || self.max_viewers == 0 {
+            return Err(
+                "max_messages_per_tick, max_message_chars and max_viewers must be > 0".into(),
+            );
+        }
+        if !(self.send_rate_per_sec.is_finite() && self.send_rate_per_sec > 0.0)
+            || self.send_burst == 0
+        {
+            return Err("send_rate_per_sec and send_burst must be > 0".into());
+        }
+        Ok(())
+    }
+
+    /// The word filter: `blocked_words` plus the file's words.
+    pub fn word_filter(&self) -> Result<WordFilter, FilterError> {
+        let mut words = self.blocked_words.clone();
+        if let Some(path) = &self.words_file {
+            let text = std::fs::read_to_string(path).map_err(|source| FilterError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            words.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_owned),
+            );
+        }
+        WordFilter::new(words)
+    }
+}
+
+#[derive(Debug)]
+struct Viewer {
+    /// `None` for an anonymous, read-only viewer.
+    name: Option<Arc<str>>,
+    bucket: TokenBucket,
+    last_send_us: i64,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct ChatRoom {
+    config: ChatConfig,
+    filter: WordFilter,
+    blocks: Arc<BlockLists>,
+    viewers: HashMap<SessionId, Viewer>,
+    /// Accepted this tick, in order; ids are given when the batch is built.
+    pending: VecDeque<ChatMessage>,
+    /// Viewer messages in `pending` (notices and gifts are not capped).
+    pending_user: usize,
+    dropped: u32,
+    next_id: u64,
+    broadcast_total: u64,
+    dropped_total: u64,
+    counters: crate::metrics::ChatCounters,
+}
+
+/// Checks a display name: trimmed, 1–32 characters, no control characters.
+fn check_name(name: &str) -> Result<Option<Arc<str>>, CommandError> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Ok(None);
+    }
+    if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(CommandError::new(
+            ErrorCode::InvalidArgument,
+            format!("join: name must be 1-{MAX_NAME_CHARS} characters without control characters"),
+        ));
+    }
+    Ok(Some(name.into()))
+}
+
+impl ChatRoom {
+    pub fn new(config: ChatConfig, filter: WordFilter, blocks: Arc<BlockLists>) -> Self {
+        Self {
+            config,
+            filter,
+            blocks,
+            viewers: HashMap::new(),
+            pending: VecDeque::new(),
+            pending_user: 0,
+            dropped: 0,
+            next_id: 1,
+            broadcast_total: 0,
+            dropped_total: 0,
+            counters: crate::metrics::ChatCounters::new(),
+        }
+    }
+
+    /// Messages broadcast and dropped by the cap since the room started.
+    pub fn totals(&self) -> (u64, u64) {
+        (self.broadcast_total, self.dropped_total)
+    }
+
+    fn send(
+        &mut self,
+        now_us: i64,
+        session: SessionId,
+        send: ChatSend,
+    ) -> Result<(), CommandError> {
+        let viewer = self
+            .viewers
+            .get_mut(&session)
+            .expect("commands come from members only");
+        let Some(name) = viewer.name.clone() else {
+            return Err(CommandError::new(
+                ErrorCode::NameRequired,
+                "join with a name to send; anonymous viewers only read",
+            ));
+        };
+        if self.blocks.user_blocked(&name) {
+            return Err(CommandError::new(
+                ErrorCode::Blocked,
+                "you are blocked from sending in this server",
+            ));
+        }
+        let chars = send.text.chars().count();
+        if send.text.trim().is_empty() {
+            return Err(CommandError::new(
+                ErrorCode::InvalidArgument,
+                "chat: text is empty",
+            ));
+        }
+        if chars > self.config.max_message_chars as usize {
+            return Err(CommandError::new(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "chat: message is {chars} characters; the limit is {}",
+                    self.config.max_message_chars
+                ),
+            ));
+        }
+        let elapsed = (now_us - viewer.last_send_us) as f64 / 1e6;
+        viewer.last_send_us = now_us;
+        if !viewer.bucket.take(elapsed) {
+            return Err(CommandError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "chat: at most {} messages per second",
+                    self.config.send_rate_per_sec
+                ),
+            ));
+        }
+        let text = match self.config.filter_policy {
+            FilterPolicy::Reject if self.filter.matches(&send.text) => {
+                return Err(CommandError::new(
+                    ErrorCode::ContentRejected,
+                    "chat: the message contains words this room does not allow",
+                ));
+            }
+            FilterPolicy::Reject => send.text,
+            FilterPolicy::Mask => self.filter.mask(&send.text).unwrap_or(send.text),
+        };
+        self.push(ChatMessage {
+            kind: ChatKind::User as i32,
+            from: name.to_string(),
+            text,
+            server_time_us: now_us,
+            client_msg_id: send.client_msg_id,
+            sent_time_us: send.sent_time_us,
+            ..Default::default()
+        });
+        Ok(())
+    }
+
+    fn push(&mut self, msg: ChatMessage) {
+        let user = msg.kind == ChatKind::User as i32;
+        self.pending.push_back(msg);
+        if !user {
+            return;
+        }
+        self.pending_user += 1;
+        if self.pending_user > self.config.max_messages_per_tick as usize {
+            // A flood must not bury what came last: the oldest viewer message goes.
+            if let Some(pos) = self
+                .pending
+                .iter()
+                .position(|m| m.kind == ChatKind::User as i32)
+            {
+                self.pending.remove(pos);
+                self.pending_user -= 1;
+                self.dropped += 1;
+            }
+        }
+    }
+}
+
+impl Simulation for ChatRoom {
+    fn kind(&self) -> RoomKind {
+        RoomKind::Chat
+    }
+
+    fn join(&mut self, ctx: &mut RoomCore, join: &JoinRequest) -> Result<Welcome, CommandError> {
+        if self.viewers.len() >= self.config.max_viewers as usize {
+            return Err(CommandError::new(
+                ErrorCode::RoomFull,
+                format!("room is full ({} viewers)", self.config.max_viewers),
+            ));
+        }
+        let name = check_name(&join.name)?;
+        self.viewers.insert(
+            join.session,
+            Viewer {
+                name,
+                bucket: TokenBucket::new(
+                    self.config.send_rate_per_sec,
+                    f64::from(self.config.send_burst),
+                ),
+                last_send_us: ctx.now_us(),
+            },
+        );
+        ctx.subscribe(join.session, VIEWERS);
+        Ok(Welcome::default())
+    }
+
+    fn leave(&mut self, _: &mut RoomCore, session: SessionId, _: LeaveReason) {
+        self.viewers.remove(&session);
+    }
+
+    fn command(
+        &mut self,
+        ctx: &mut RoomCore,
+        session: SessionId,
+        body: Body,
+    ) -> Result<(), CommandError> {
+        match body {
+            Body::ChatSend(send) => self.send(ctx.now_us(), session, send),
+            _ => Err(CommandError::new(
+                ErrorCode::UnknownMessage,
+                "a chat room takes ChatSend",
+            )),
+        }
+    }
+
+    fn step(&mut self, _: &mut RoomCore) {}
+
+    fn replicate(&mut self, ctx: &mut RoomCore) {
+        // A block that arrived after a message was accepted still keeps it off the air.
+        let blocks = &self.blocks;
+        let before = self.pending.len();
+        self.pending
+            .retain(|m| m.kind != ChatKind::User as i32 || !blocks.user_blocked(&m.from));
+        let removed = before - self.pending.len();
+        if self.pending.is_empty() && self.dropped == 0 {
+            return;
+        }
+        let mut messages: Vec<ChatMessage> = self.pending.drain(..).collect();
+        for m in &mut messages {
+            m.id = self.next_id;
+            self.next_id += 1;
+        }
+        let count = messages.len() as u64;
+        let dropped = self.dropped;
+        self.broadcast_total += count;
+        self.dropped_total += u64::from(dropped);
+        self.counters.broadcast.increment(count);
+        self.counters.dropped_cap.increment(u64::from(dropped));
+        self.counters.blocked.increment(removed as u64);
+        ctx.broadcast(
+            VIEWERS,
+            ServerBody::ChatBatch(ChatBatch { messages, dropped }),
+        );
+        self.pending_user = 0;
+        self.dropped = 0;
+    }
+
+    fn event(&mut self, ctx: &mut RoomCore, event: RoomEvent) {
+        let now_us = ctx.now_us();
+        match event {
+            RoomEvent::Notice { text } => self.push(ChatMessage {
+                kind: ChatKind::Notice as i32,
+                text,
+                server_time_us: now_us,
+                ..Default::default()
+            }),
+            RoomEvent::Gift { from, gift, count } => self.push(ChatMessage {
+                kind: ChatKind::Gift as i32,
+                from,
+                gift,
+                gift_count: count,
+                server_time_us: now_us,
+                ..Default::default()
+            }),
+            other => tracing::debug!(event = ?other, "chat rooms take notices and gifts"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Command, Room};
+    use crate::outbox::Outbox;
+    use prost::Message;
+    use tickroom_proto::v1::ServerMessage;
+
+    fn room_with(config: ChatConfig, words: &[&str]) -> (Room<ChatRoom>, Arc<BlockLists>) {
+        let blocks = Arc::new(BlockLists::default());
+        let filter = WordFilter::new(words.iter().copied()).unwrap();
+        let tick_hz = config.tick_hz;
+        let sim = ChatRoom::new(config, filter, blocks.clone());
+        (Room::new("chat", tick_hz, sim), blocks)
+    }
+
+    fn room() -> (Room<ChatRoom>, Arc<BlockLists>) {
+        room_with(ChatConfig::default(), &["darn", "笨蛋"])
+    }
+
+    fn join(room: &mut Room<ChatRoom>, session: SessionId, name: &str) -> Arc<Outbox> {
+        let outbox = Arc::new(Outbox::new(256));
+        room.handle(Command::Join(JoinRequest {
+            session,
+            outbox: outbox.clone(),
+            resume_token: String::new(),
+            name: name.into(),
+            reply: None,
+        }));
+        outbox
+    }
+
+    fn say(room: &mut Room<ChatRoom>, session: SessionId, text: &str) {
+        room.handle(Command::Client {
+            session,
+            body: Body::ChatSend(ChatSend {
+                text: text.into(),
+                ..Default::default()
+            }),
+        });
+    }
+
+    fn tick(room: &mut Room<ChatRoom>, n: u64) {
+        room.begin_tick(n, n as i64 * 100_000);
+        room.run_tick();
+    }
+
+    fn bodies(o: &Outbox) -> Vec<ServerBody> {
+        let mut v = Vec::new();
+        o.take(&mut v);
+        v.into_iter()
+            .map(|b| ServerMessage::decode(b).unwrap().body.unwrap())
+            .collect()
+    }
+
+    fn batches(o: &Outbox) -> Vec<ChatBatch> {
+        bodies(o)
+            .into_iter()
+            .filter_map(|b| match b {
+                ServerBody::ChatBatch(c) => Some(c),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn texts(b: &ChatBatch) -> Vec<(String, String)> {
+        b.messages
+            .iter()
+            .map(|m| (m.from.clone(), m.text.clone()))
+            .collect()
+    }
+
+    fn error(o: &Outbox) -> ErrorCode {
+        match bodies(o).pop() {
+            Some(ServerBody::Error(e)) => ErrorCode::try_from(e.code).unwrap(),
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_tick_of_messages_is_one_frame_encoded_once_for_every_viewer() {
+        let (mut r, _) = room();
+        let viewers: Vec<_> = (1..=100)
+            .map(|s| join(&mut r, s, &format!("v{s}")))
+            .collect();
+        tick(&mut r, 1);
+        viewers.iter().for_each(|o| drop(bodies(o)));
+        let before = r.core().encodes();
+        for (s, text) in [(1, "a1"), (2, "b1"), (1, "a2"), (3, "c1")] {
+            say(&mut r, s, text);
+        }
+        tick(&mut r, 2);
+        assert_eq!(
+            r.core().encodes() - before,
+            1,
+            "one encode for the whole tick"
+        );
+        let mut first = None;
+        for o in &viewers {
+            let mut v = Vec::new();
+            o.take(&mut v);
+            assert_eq!(v.len(), 1);
+            let frame = v.pop().unwrap();
+            let ptr = *first.get_or_insert(frame.as_ptr());
+            assert_eq!(frame.as_ptr(), ptr, "the same bytes for every viewer");
+            let ServerBody::ChatBatch(b) = ServerMessage::decode(frame).unwrap().body.unwrap()
+            else {
+                panic!("a chat batch");
+            };
+            let want = [("v1", "a1"), ("v2", "b1"), ("v1", "a2"), ("v3", "c1")];
+            let want: Vec<_> = want
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
+            assert_eq!(texts(&b), want);
+            assert_eq!(
+                b.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+                [1, 2, 3, 4]
+            );
+        }
+        tick(&mut r, 3);
+        assert!(
+            viewers.iter().all(|o| o.is_empty()),
+            "a quiet tick sends nothing"
+        );
+    }
+
+    #[test]
+    fn the_cap_drops_the_oldest_and_counts_them() {
+        let config = ChatConfig {
+            max_messages_per_tick: 3,
+            send_burst: 10,
+            ..Default::default()
+        };
+        let (mut r, _) = room_with(config, &[]);
+        let o = join(&mut r, 1, "flooder");
+        for i in 1..=5 {
+            say(&mut r, 1, &format!("m{i}"));
+        }
+        r.handle(Command::Event(RoomEvent::Notice {
+            text: "welcome".into(),
+        }));
+        tick(&mut r, 1);
+        let b = &batches(&o)[0];
+        let got: Vec<_> = b.messages.iter().map(|m| m.text.as_str()).collect();
+        assert_eq!(got, ["m3", "m4", "m5", "welcome"]);
+        assert_eq!(b.dropped, 2);
+        assert_eq!(r.sim().totals(), (4, 2));
+    }
+
+    #[test]
+    fn words_are_masked_or_rejected_per_policy() {
+        let (mut r, _) = room();
+        let o = join(&mut r, 1, "amy");
+        say(&mut r, 1, "oh DARN, 你这个笨蛋!");
+        tick(&mut r, 1);
+        assert_eq!(texts(&batches(&o)[0])[0].1, "oh ****, 你这个**!");
+        let config = ChatConfig {
+            filter_policy: FilterPolicy::Reject,
+            ..Default::default()
+        };
+        let (mut r, _) = room_with(config, &["笨蛋"]);
+        let o = join(&mut r, 1, "amy");
+        bodies(&o);
+        say(&mut r, 1, "你这个笨蛋");
+        assert_eq!(error(&o), ErrorCode::ContentRejected);
+        tick(&mut r, 1);
+        assert!(batches(&o).is_empty());
+    }
+
+    #[test]
+    fn anonymous_blocked_long_and_fast_senders_get_errors() {
+        let (mut r, blocks) = room();
+        let anon = join(&mut r, 1, "");
+        let bob = join(&mut r, 2, "Bob");
+        bodies(&anon);
+        bodies(&bob);
+        say(&mut r, 1, "hi");
+        assert_eq!(error(&anon), ErrorCode::NameRequired);
+        say(&mut r, 2, &"x".repeat(201));
+        assert_eq!(error(&bob), ErrorCode::InvalidArgument);
+        for _ in 0..5 {
+            say(&mut r, 2, "spam");
+        }
+        say(&mut r, 2, "one too many");
+        assert_eq!(error(&bob), ErrorCode::RateLimited);
+        // Blocked after sending: the messages already accepted do not go out either.
+        blocks.block_user("bob");
+        say(&mut r, 2, "still here?");
+        assert_eq!(error(&bob), ErrorCode::Blocked);
+        tick(&mut r, 1);
+        assert!(batches(&anon).is_empty());
+        let bad = Arc::new(Outbox::new(8));
+        r.handle(Command::Join(JoinRequest {
+            session: 3,
+            outbox: bad.clone(),
+            resume_token: String::new(),
+            name: "\u{7}bell".into(),
+            reply: None,
+        }));
+        assert_eq!(error(&bad), ErrorCode::InvalidArgument);
+    }
+
+    #[test]
+    fn gifts_are_marked_and_go_out_in_the_next_batch() {
+        let (mut r, _) = room();
+        let o = join(&mut r, 1, "");
+        r.handle(Command::Event(RoomEvent::Gift {
+            from: "fan".into(),
+            gift: "rocket".into(),
+            count: 3,
+        }));
+        tick(&mut r, 1);
+        let m = &batches(&o)[0].messages[0];
+        assert_eq!(m.kind, ChatKind::Gift as i32);
+        assert_eq!(
+            (m.from.as_str(), m.gift.as_str(), m.gift_count),
+            ("fan", "rocket", 3)
+        );
+    }
+}
