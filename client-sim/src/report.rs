@@ -1,5 +1,6 @@
-//! What a run found: the report structure (serialized as-is for `--json`), the summaries of
-//! latency histograms and per-client rates, and the human-readable table.
+//! What a run found: the parts every scenario reports ([`Common`]), the game report
+//! (serialized as-is for `--json`), the summaries of latency histograms and per-client rates,
+//! and the human-readable [`Table`] every scenario prints.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -9,6 +10,7 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::proc::NofileLimit;
 use crate::server_stats::RoomStats;
 
 /// The largest latency a histogram tells apart, in µs; larger samples count as this value.
@@ -19,21 +21,35 @@ pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("static histogram bounds are valid")
 }
 
-/// Full report of one scenario run. Field names are the JSON schema.
+/// Full report of a game run. Field names are the JSON schema.
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub scenario: &'static str,
     pub config: RunConfig,
-    pub timing: Timing,
-    /// Tick rate announced in Welcome (absent when no client joined).
-    pub tick_rate_hz: Option<u32>,
-    pub clients: Clients,
+    #[serde(flatten)]
+    pub head: Head,
     pub snapshots: Snapshots,
     pub snapshot_latency_us: LatencySummary,
     pub input_ack_latency_us: LatencySummary,
     pub inputs: Inputs,
+    #[serde(flatten)]
+    pub tail: Tail,
+}
+
+/// The fields every report has right after its `config` (flattened into it).
+#[derive(Debug, Serialize)]
+pub struct Head {
+    pub timing: Timing,
+    /// Tick rate announced in Welcome (absent when no client joined).
+    pub tick_rate_hz: Option<u32>,
+    pub clients: Clients,
+}
+
+/// The fields every report ends with (flattened into it).
+#[derive(Debug, Serialize)]
+pub struct Tail {
     pub traffic: Traffic,
-    /// Error messages received, by code name (`rate_limited`, `busy`, ...).
+    /// Error messages received, by code name (`rate_limited`, `unknown_symbol`, ...).
     pub errors: BTreeMap<String, u64>,
     /// WebSocket close codes the server sent before the run ended, by code.
     pub close_codes: BTreeMap<u16, u64>,
@@ -42,6 +58,14 @@ pub struct Report {
     pub server: ServerSide,
     pub client_cpu: ClientCpu,
     pub warnings: Vec<String>,
+}
+
+/// What every scenario reports besides its own measurements, as the swarm summarized it.
+#[derive(Debug)]
+pub struct Common {
+    pub head: Head,
+    pub tail: Tail,
+    pub nofile: Option<NofileLimit>,
 }
 
 #[derive(Debug, Serialize)]
@@ -193,42 +217,138 @@ impl RateSummary {
     }
 }
 
+impl RateSummary {
+    /// `median M, p10 P, min A, max B (tick rate R Hz, N clients)`, for tables.
+    pub fn describe(&self, tick_rate_hz: Option<u32>) -> String {
+        format!(
+            "median {:.1}, p10 {:.1}, min {:.1}, max {:.1} (tick rate {}, {} clients)",
+            self.median,
+            self.p10,
+            self.min,
+            self.max,
+            tick_rate_hz.map_or("?".into(), |hz| format!("{hz} Hz")),
+            self.clients,
+        )
+    }
+}
+
 pub fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
 impl Report {
-    /// Writes the report as pretty JSON.
-    pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
-        let text = serde_json::to_string_pretty(self)?;
-        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+    /// The game report around what every scenario measures.
+    pub fn new(
+        common: Common,
+        config: RunConfig,
+        snapshots: Snapshots,
+        snapshot_latency_us: LatencySummary,
+        input_ack_latency_us: LatencySummary,
+        inputs: Inputs,
+    ) -> Self {
+        Report {
+            scenario: "game",
+            config,
+            head: common.head,
+            snapshots,
+            snapshot_latency_us,
+            input_ack_latency_us,
+            inputs,
+            tail: common.tail,
+        }
     }
 
     /// The report as an aligned plain-text table for stdout.
     pub fn table(&self) -> String {
-        let mut t = String::new();
+        let mut t = Table::default();
         let c = &self.config;
-        let _ = writeln!(
-            t,
-            "client-sim {}: {} clients -> {} room {:?}, ramp {:.1} s, hold {:.1} s{}, input {} Hz",
+        t.line(format_args!(
+            "client-sim {}: {} clients -> {} room {:?}, {}, input {} Hz",
             self.scenario,
             c.clients,
             c.url,
             c.room,
-            self.timing.ramp_s,
-            self.timing.hold_s,
-            if self.timing.interrupted {
+            self.head.timing.describe(),
+            c.input_hz,
+        ));
+        t.clients(&self.head.clients);
+        let s = &self.snapshots;
+        t.row(
+            "snapshots/s/client",
+            s.per_client_per_s.describe(self.head.tick_rate_hz),
+        );
+        t.row(
+            "snapshots",
+            format!(
+                "{} received, {} gaps, {} missing ticks",
+                s.received, s.gaps, s.missing_ticks
+            ),
+        );
+        t.traffic(&self.tail.traffic);
+        t.row(
+            "inputs",
+            format!("{} sent, {} acked", self.inputs.sent, self.inputs.acked),
+        );
+        t.errors(&self.tail);
+        t.latencies(&[
+            ("snapshot", &self.snapshot_latency_us),
+            ("input -> ack", &self.input_ack_latency_us),
+        ]);
+        t.footer(&self.tail);
+        t.0
+    }
+}
+
+/// `n / secs` rounded, 0 for an empty window.
+pub fn per_s(n: u64, secs: f64) -> f64 {
+    if secs > 0.0 {
+        round2(n as f64 / secs)
+    } else {
+        0.0
+    }
+}
+
+impl Timing {
+    /// `ramp R s, hold H s` and whether it was interrupted, for table headers.
+    pub fn describe(&self) -> String {
+        format!(
+            "ramp {:.1} s, hold {:.1} s{}",
+            self.ramp_s,
+            self.hold_s,
+            if self.interrupted {
                 " (interrupted)"
             } else {
                 ""
-            },
-            c.input_hz,
-        );
-        let k = &self.clients;
-        let mut row = |label: &str, value: String| {
-            let _ = writeln!(t, "  {label:<20} {value}");
-        };
-        row(
+            }
+        )
+    }
+}
+
+/// Writes a report as pretty JSON.
+pub fn write_json(report: &impl Serialize, path: &Path) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(report)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+}
+
+/// The plain-text report: labelled rows, the latency table and the common footer.
+#[derive(Default)]
+pub struct Table(String);
+
+impl Table {
+    pub fn line(&mut self, text: impl std::fmt::Display) {
+        let _ = writeln!(self.0, "{text}");
+    }
+
+    pub fn row(&mut self, label: &str, value: impl std::fmt::Display) {
+        let _ = writeln!(self.0, "  {label:<20} {value}");
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
+    pub fn clients(&mut self, k: &Clients) {
+        self.row(
             "clients",
             format!(
                 "connected {}/{}, failed joins {}{}, ended early {}{}",
@@ -245,32 +365,12 @@ impl Report {
             ),
         );
         if let Some(e) = &k.first_join_error {
-            row("first join error", e.clone());
+            self.row("first join error", e);
         }
-        let s = &self.snapshots;
-        let r = &s.per_client_per_s;
-        row(
-            "snapshots/s/client",
-            format!(
-                "median {:.1}, p10 {:.1}, min {:.1}, max {:.1} (tick rate {}, {} clients)",
-                r.median,
-                r.p10,
-                r.min,
-                r.max,
-                self.tick_rate_hz
-                    .map_or("?".into(), |hz| format!("{hz} Hz")),
-                r.clients,
-            ),
-        );
-        row(
-            "snapshots",
-            format!(
-                "{} received, {} gaps, {} missing ticks",
-                s.received, s.gaps, s.missing_ticks
-            ),
-        );
-        let tr = &self.traffic;
-        row(
+    }
+
+    pub fn traffic(&mut self, tr: &Traffic) {
+        self.row(
             "traffic (hold)",
             format!(
                 "{:.0} frames/s, {}/s ({} frames, {} in all)",
@@ -280,56 +380,40 @@ impl Report {
                 bytes(tr.bytes as f64),
             ),
         );
-        row(
-            "inputs",
-            format!("{} sent, {} acked", self.inputs.sent, self.inputs.acked),
-        );
-        row(
-            "errors",
-            if self.errors.is_empty() {
-                "none".into()
-            } else {
-                counts(&self.errors).trim().into()
-            },
-        );
-        row(
-            "close codes",
-            if self.close_codes.is_empty() {
-                "none".into()
-            } else {
-                let named: BTreeMap<String, u64> = self
-                    .close_codes
-                    .iter()
-                    .map(|(code, n)| (code.to_string(), *n))
-                    .collect();
-                counts(&named).trim().into()
-            },
-        );
-        if self.decode_errors > 0 {
-            row("decode errors", self.decode_errors.to_string());
+    }
+
+    /// Errors, close codes and decode errors.
+    pub fn errors(&mut self, tail: &Tail) {
+        self.row("errors", list(&tail.errors));
+        self.row("close codes", list(&tail.close_codes));
+        if tail.decode_errors > 0 {
+            self.row("decode errors", tail.decode_errors);
         }
-        let _ = writeln!(t);
-        let _ = writeln!(
-            t,
+    }
+
+    /// The latency table, between blank lines.
+    pub fn latencies(&mut self, rows: &[(&str, &LatencySummary)]) {
+        self.line("");
+        self.line(format_args!(
             "  {:<20} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}",
             "latency (µs)", "samples", "p50", "p90", "p99", "p99.9", "max"
-        );
-        for (label, l) in [
-            ("snapshot", &self.snapshot_latency_us),
-            ("input -> ack", &self.input_ack_latency_us),
-        ] {
+        ));
+        for (label, l) in rows {
             if l.samples == 0 {
-                let _ = writeln!(t, "  {label:<20} {:>9} {:>8}", 0, "-");
+                self.line(format_args!("  {label:<20} {:>9} {:>8}", 0, "-"));
             } else {
-                let _ = writeln!(
-                    t,
+                self.line(format_args!(
                     "  {label:<20} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}",
                     l.samples, l.p50, l.p90, l.p99, l.p999, l.max
-                );
+                ));
             }
         }
-        let _ = writeln!(t);
-        let sv = &self.server;
+        self.line("");
+    }
+
+    /// Server samples, client CPU and warnings.
+    pub fn footer(&mut self, tail: &Tail) {
+        let (sv, cpu) = (&tail.server, &tail.client_cpu);
         let room_line = |r: &Option<RoomStats>| match r {
             Some(r) => format!(
                 "sessions {}, tick p50/p99/max {}/{}/{} µs, tick {}",
@@ -341,46 +425,47 @@ impl Report {
             ),
             None => "-".into(),
         };
-        let _ = writeln!(t, "  {:<20} {}", "server before", room_line(&sv.before));
-        let _ = writeln!(
-            t,
-            "  {:<20} {}",
-            "server end of hold",
-            room_line(&sv.end_of_hold)
-        );
+        self.row("server before", room_line(&sv.before));
+        self.row("server end of hold", room_line(&sv.end_of_hold));
         if let (Some(o), Some(s)) = (sv.overruns_during_run, sv.skipped_ticks_during_run) {
-            let _ = writeln!(
-                t,
-                "  {:<20} {o} overruns, {s} skipped ticks",
-                "server during run"
+            self.row(
+                "server during run",
+                format!("{o} overruns, {s} skipped ticks"),
             );
         }
-        let cpu = &self.client_cpu;
-        let _ = writeln!(
-            t,
-            "  {:<20} {} of one core ({} cores available)",
+        self.row(
             "client cpu",
-            cpu.percent_of_one_core
-                .map_or("?".into(), |p| format!("{p:.0} %")),
-            cpu.cores,
+            format!(
+                "{} of one core ({} cores available)",
+                cpu.percent_of_one_core
+                    .map_or("?".into(), |p| format!("{p:.0} %")),
+                cpu.cores,
+            ),
         );
-        for w in &self.warnings {
-            let _ = writeln!(t, "WARNING: {w}");
+        for w in &tail.warnings {
+            self.line(format_args!("WARNING: {w}"));
         }
-        t
     }
+}
+
+/// `a 1, b 2`, or `none` for an empty map.
+fn list<K: std::fmt::Display>(map: &BTreeMap<K, u64>) -> String {
+    if map.is_empty() {
+        return "none".into();
+    }
+    let items: Vec<String> = map.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    items.join(", ")
 }
 
 /// ` (a 1, b 2)`, or nothing for an empty map.
-fn counts(map: &BTreeMap<String, u64>) -> String {
+pub fn counts(map: &BTreeMap<String, u64>) -> String {
     if map.is_empty() {
         return String::new();
     }
-    let items: Vec<String> = map.iter().map(|(k, n)| format!("{k} {n}")).collect();
-    format!(" ({})", items.join(", "))
+    format!(" ({})", list(map))
 }
 
-fn bytes(n: f64) -> String {
+pub fn bytes(n: f64) -> String {
     match n {
         n if n >= 1e9 => format!("{:.2} GB", n / 1e9),
         n if n >= 1e6 => format!("{:.2} MB", n / 1e6),
@@ -413,5 +498,112 @@ mod tests {
         let s = LatencySummary::of(&h);
         assert_eq!((s.samples, s.p50, s.max), (1000, 500, 1000));
         assert!(s.p99 >= 990 && s.p999 >= s.p99);
+    }
+
+    /// A game report with every field set, against the files in `testdata/`: the game table
+    /// and JSON schema must not change by accident.
+    fn sample_game_report() -> Report {
+        use crate::server_stats::TickDuration;
+        let room = |sessions| RoomStats {
+            name: "arena".into(),
+            kind: "game".into(),
+            sessions,
+            tick_rate_hz: 60,
+            tick: 1234,
+            tick_duration_us: TickDuration {
+                p50: 100,
+                p99: 200,
+                max: 300,
+            },
+            ticks_total: 1234,
+            overruns_total: 2,
+            skipped_ticks_total: 1,
+            command_queue_depth: 0,
+        };
+        let mut h = latency_histogram();
+        for v in 1..=1000 {
+            h.record(v).unwrap();
+        }
+        let common = Common {
+            head: Head {
+                timing: Timing {
+                    ramp_s: 0.02,
+                    hold_s: 10.0,
+                    wall_s: 10.5,
+                    interrupted: true,
+                },
+                tick_rate_hz: Some(60),
+                clients: Clients {
+                    requested: 10,
+                    connected: 8,
+                    failed_joins: 2,
+                    failed_join_reasons: [("connect".to_owned(), 1), ("timeout".to_owned(), 1)]
+                        .into(),
+                    first_join_error: Some("connect: refused".into()),
+                    ended_early: 1,
+                    aborted: 1,
+                },
+            },
+            tail: Tail {
+                traffic: Traffic {
+                    frames: 5000,
+                    bytes: 9_000_000,
+                    hold_frames: 4800,
+                    hold_bytes: 8_000_000,
+                    frames_per_s: 480.0,
+                    bytes_per_s: 800_000.0,
+                },
+                errors: [("rate_limited".to_owned(), 2)].into(),
+                close_codes: [(1000, 3), (4000, 1)].into(),
+                decode_errors: 1,
+                server: ServerSide {
+                    before: Some(room(0)),
+                    end_of_hold: Some(room(8)),
+                    overruns_during_run: Some(2),
+                    skipped_ticks_during_run: Some(1),
+                    fetch_errors: vec!["x".into()],
+                },
+                client_cpu: ClientCpu {
+                    percent_of_one_core: Some(42.5),
+                    cores: 2,
+                    saturated: false,
+                },
+                warnings: vec!["w1".into()],
+            },
+            nofile: None,
+        };
+        Report::new(
+            common,
+            RunConfig {
+                url: "ws://127.0.0.1:8080/ws".into(),
+                room: "arena".into(),
+                clients: 10,
+                ramp_per_s: 500.0,
+                duration_s: 10.0,
+                input_hz: 30.0,
+            },
+            Snapshots {
+                received: 4800,
+                per_client_per_s: RateSummary::of(vec![59.9, 60.0, 58.0]),
+                gaps: 3,
+                missing_ticks: 4,
+            },
+            LatencySummary::of(&h),
+            LatencySummary::default(),
+            Inputs {
+                sent: 100,
+                acked: 90,
+            },
+        )
+    }
+
+    #[test]
+    fn game_table_and_json_are_stable() {
+        let r = sample_game_report();
+        assert_eq!(r.table(), include_str!("../testdata/game-report.txt"));
+        assert_eq!(
+            serde_json::to_string_pretty(&r).unwrap(),
+            include_str!("../testdata/game-report.json")
+        );
     }
 }

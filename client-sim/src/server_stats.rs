@@ -1,21 +1,11 @@
-//! The server's own view of a room, from one `GET /rooms` on the public port. Plain HTTP/1.0
-//! over a `TcpStream`: the server closes the connection after the answer, so reading to EOF
-//! frames the body and no HTTP client crate is needed.
+//! The server's own view of a room, from one `GET /rooms` on the public port.
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
-use anyhow::{Context, anyhow, bail};
+use anyhow::anyhow;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-/// The whole exchange must finish within this; a stalled server must not stall the report.
-const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Room list answers are a few hundred bytes per room; anything far beyond is not ours.
-const MAX_RESPONSE_BYTES: u64 = 4 << 20;
+use crate::http;
+use crate::target::Target;
 
 /// One room's row of `GET /rooms`, names as the server spells them.
 #[derive(Debug, Clone, Serialize)]
@@ -40,17 +30,10 @@ pub struct TickDuration {
     pub max: u64,
 }
 
-/// Fetches `/rooms` from `addr` and returns the row of `room`, or `None` when the server does
-/// not list it (a room created on first join does not exist before the run).
-pub async fn fetch_room(
-    addr: SocketAddr,
-    host: &str,
-    room: &str,
-) -> anyhow::Result<Option<RoomStats>> {
-    let body = tokio::time::timeout(FETCH_TIMEOUT, get_rooms(addr, host))
-        .await
-        .map_err(|_| anyhow!("GET http://{addr}/rooms timed out after {FETCH_TIMEOUT:?}"))??;
-    let json: Value = serde_json::from_slice(&body).context("GET /rooms: body is not JSON")?;
+/// Fetches `/rooms` from the target and returns the row of `room`, or `None` when the server
+/// does not list it (a room created on first join does not exist before the run).
+pub async fn fetch_room(target: &Target, room: &str) -> anyhow::Result<Option<RoomStats>> {
+    let json = http::get_json(target, "/rooms").await?;
     let rooms = json["rooms"]
         .as_array()
         .ok_or_else(|| anyhow!("GET /rooms: no \"rooms\" array"))?;
@@ -59,30 +42,6 @@ pub async fn fetch_room(
         .find(|r| r["name"].as_str() == Some(room))
         .map(parse_room)
         .transpose()
-}
-
-async fn get_rooms(addr: SocketAddr, host: &str) -> anyhow::Result<Vec<u8>> {
-    let mut stream = TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("GET /rooms: connect {addr}"))?;
-    let request =
-        format!("GET /rooms HTTP/1.0\r\nHost: {host}\r\nAccept: application/json\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    (&mut stream)
-        .take(MAX_RESPONSE_BYTES)
-        .read_to_end(&mut response)
-        .await?;
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| anyhow!("GET /rooms: response has no header end"))?;
-    let head = String::from_utf8_lossy(&response[..split]);
-    let status = head.lines().next().unwrap_or_default();
-    if status.split_whitespace().nth(1) != Some("200") {
-        bail!("GET /rooms: {status}");
-    }
-    Ok(response[split + 4..].to_vec())
 }
 
 fn parse_room(row: &Value) -> anyhow::Result<RoomStats> {

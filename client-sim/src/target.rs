@@ -1,0 +1,127 @@
+//! Where the swarm connects: a `ws://` URL resolved and checked to be on this machine. Every
+//! scenario, and every HTTP request the tool makes, goes to the one [`Target`].
+
+use std::net::SocketAddr;
+
+use anyhow::{Context, anyhow, bail, ensure};
+
+/// Where the swarm connects, checked to be on this machine.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub url: String,
+    /// `host[:port]` as written, for Host headers and URLs built on the same server.
+    pub authority: String,
+    pub addr: SocketAddr,
+}
+
+impl Target {
+    /// A WebSocket URL on the same server with another path (and query), e.g. the
+    /// `/ws?session=...` a REST call handed out.
+    pub fn ws_url(&self, path_and_query: &str) -> String {
+        format!("ws://{}{path_and_query}", self.authority)
+    }
+}
+
+/// Parses a `ws://` URL and resolves it, refusing anything that is not loopback: the tool
+/// generates real load and its latency figures assume client and server share a clock.
+pub async fn resolve(url: &str) -> anyhow::Result<Target> {
+    let rest = match url.split_once("://") {
+        Some(("ws", rest)) => rest,
+        Some(("wss", _)) => bail!("{url}: wss:// is not supported; use ws:// to a local server"),
+        _ => bail!("{url}: expected a ws:// URL"),
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    ensure!(!authority.is_empty(), "{url}: no host");
+    ensure!(
+        !authority.contains('@'),
+        "{url}: user info is not supported"
+    );
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6
+            .split_once(']')
+            .ok_or_else(|| anyhow!("{url}: unclosed '[' in host"))?;
+        (host, after.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    let port: u16 = match port {
+        Some(p) => p
+            .parse()
+            .with_context(|| format!("{url}: bad port {p:?}"))?,
+        None => 80,
+    };
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .with_context(|| format!("{url}: cannot resolve {host:?}"))?
+        .collect();
+    ensure!(!addrs.is_empty(), "{url}: {host:?} resolves to no address");
+    if let Some(bad) = addrs.iter().find(|a| !a.ip().to_canonical().is_loopback()) {
+        bail!(
+            "{url}: {host:?} resolves to {}, which is not loopback; client-sim only targets \
+             127.0.0.0/8 or ::1 (it generates real load and compares clocks with the server)",
+            bad.ip()
+        );
+    }
+    Ok(Target {
+        url: url.to_owned(),
+        authority: authority.to_owned(),
+        addr: addrs[0],
+    })
+}
+
+/// Splits a `ws://host[:port]/path?query` URL into its authority and its path with query
+/// (`/` when it has none). `None` for anything else.
+pub fn split_ws_url(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("ws://")?;
+    let at = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(at);
+    if authority.is_empty() {
+        return None;
+    }
+    Some((authority, if path.is_empty() { "/" } else { path }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepts_only_loopback_ws_urls() {
+        let t = resolve("ws://127.0.0.1:18080/ws").await.unwrap();
+        assert_eq!(t.addr, "127.0.0.1:18080".parse().unwrap());
+        assert_eq!(t.authority, "127.0.0.1:18080");
+        assert_eq!(
+            t.ws_url("/ws?session=x"),
+            "ws://127.0.0.1:18080/ws?session=x"
+        );
+        assert!(resolve("ws://[::1]:9/ws").await.is_ok());
+        assert!(resolve("ws://localhost:9/ws").await.is_ok());
+        assert_eq!(resolve("ws://127.0.0.2/").await.unwrap().addr.port(), 80);
+        for bad in [
+            "ws://10.0.0.1:8080/ws",
+            "ws://[2001:db8::1]:8080/ws",
+            "wss://127.0.0.1/ws",
+            "http://127.0.0.1/ws",
+            "ws://user@127.0.0.1/ws",
+            "ws://127.0.0.1:notaport/ws",
+            "ws:///ws",
+        ] {
+            assert!(resolve(bad).await.is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn splits_ws_urls() {
+        assert_eq!(
+            split_ws_url("ws://127.0.0.1:8080/ws?session=ab"),
+            Some(("127.0.0.1:8080", "/ws?session=ab"))
+        );
+        assert_eq!(split_ws_url("ws://h?x=1"), Some(("h", "?x=1")));
+        assert_eq!(split_ws_url("ws://h"), Some(("h", "/")));
+        assert_eq!(split_ws_url("http://h/ws"), None);
+        assert_eq!(split_ws_url("ws:///ws"), None);
+    }
+}
