@@ -1,17 +1,67 @@
-//! Micro benchmarks of the hot path: one game tick (step + encode once + hand-out) for a
-//! growing number of recipients, and the outbox on its own.
+//! Micro benchmarks of the hot path: one tick (step + encode once + hand-out) of each room
+//! kind for a growing number of recipients, and the outbox on its own.
 //!
 //! The tick benchmarks show the rule "encode once per group": the cost per extra recipient
-//! is the hand-out only (a lock, a refcount bump, a queue push).
+//! is the hand-out only (a lock, a refcount bump, a queue push). Ticker and chat ticks queue
+//! frames that a writer would take; the benchmarks drain them outside the timed part.
 
 use std::hint::black_box;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use tickroom::engine::{Command, JoinRequest, Room};
+use tickroom::engine::{Command, JoinRequest, Room, RoomEvent, Simulation};
+use tickroom::feed::{QuoteUpdate, SymbolSpec};
+use tickroom::moderation::{BlockLists, WordFilter};
 use tickroom::outbox::Outbox;
+use tickroom::proto::v1::{ChatSend, Subscribe, client_message::Body};
+use tickroom::sim::chat::{ChatConfig, ChatRoom};
 use tickroom::sim::game::{GameConfig, GameRoom};
+use tickroom::sim::ticker::{TickerConfig, TickerRoom};
+
+/// Joins sessions `1..=n` to `room` with the given display name, returning their outboxes.
+fn join_all<S: Simulation>(room: &mut Room<S>, n: u64, name: &str) -> Vec<Arc<Outbox>> {
+    (1..=n)
+        .map(|session| {
+            let outbox = Arc::new(Outbox::new(1 << 16));
+            room.handle(Command::Join(JoinRequest {
+                session,
+                outbox: outbox.clone(),
+                resume_token: String::new(),
+                name: name.into(),
+                reply: None,
+            }));
+            outbox
+        })
+        .collect()
+}
+
+/// Times `iters` ticks of `room`, each prepared by `before` (untimed); drains every outbox
+/// after each tick, untimed, as writers would.
+fn timed_ticks<S: Simulation>(
+    room: &mut Room<S>,
+    outboxes: &[Arc<Outbox>],
+    tick: &mut u64,
+    iters: u64,
+    mut before: impl FnMut(&mut Room<S>, u64),
+) -> Duration {
+    let mut spent = Duration::ZERO;
+    let mut sink = Vec::new();
+    for _ in 0..iters {
+        *tick += 1;
+        room.begin_tick(*tick, *tick as i64 * 50_000);
+        before(room, *tick);
+        let started = Instant::now();
+        room.run_tick();
+        spent += started.elapsed();
+        for o in outboxes {
+            sink.clear();
+            o.take(&mut sink);
+        }
+    }
+    spent
+}
 
 fn arena(objects: u32, recipients: u64) -> (Room<GameRoom>, Vec<Arc<Outbox>>) {
     let cfg = GameConfig {
@@ -21,19 +71,7 @@ fn arena(objects: u32, recipients: u64) -> (Room<GameRoom>, Vec<Arc<Outbox>>) {
     };
     let mut room = Room::new("bench", cfg.tick_hz, GameRoom::new(cfg));
     room.begin_tick(1, 0);
-    let outboxes = (1..=recipients)
-        .map(|session| {
-            let outbox = Arc::new(Outbox::new(1 << 16));
-            room.handle(Command::Join(JoinRequest {
-                session,
-                outbox: outbox.clone(),
-                resume_token: String::new(),
-                name: String::new(),
-                reply: None,
-            }));
-            outbox
-        })
-        .collect();
+    let outboxes = join_all(&mut room, recipients, "");
     room.run_tick();
     (room, outboxes)
 }
@@ -92,5 +130,86 @@ fn outbox(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, game_tick, outbox);
+/// A ticker tick: 500 symbols all changed, each session subscribed to 20 of them.
+fn ticker_tick(c: &mut Criterion) {
+    const SYMBOLS: u32 = 500;
+    let specs: Vec<SymbolSpec> = (0..SYMBOLS)
+        .map(|i| SymbolSpec {
+            name: format!("S{i}"),
+            prev_close: 100.0,
+        })
+        .collect();
+    let mut g = c.benchmark_group("ticker_tick_500_symbols_20_each");
+    for sessions in [1_000u64, 5_000] {
+        let cfg = TickerConfig::default();
+        let mut room = Room::new("bench", cfg.tick_hz, TickerRoom::new(&cfg, &specs));
+        room.begin_tick(1, 0);
+        let outboxes = join_all(&mut room, sessions, "");
+        for s in 1..=sessions {
+            let symbols = (0..20)
+                .map(|k| format!("S{}", (s * 7 + k * 25) % u64::from(SYMBOLS)))
+                .collect();
+            room.handle(Command::Client {
+                session: s,
+                body: Body::Subscribe(Subscribe { symbols }),
+            });
+        }
+        let mut tick = 1;
+        g.throughput(Throughput::Elements(sessions));
+        g.bench_function(BenchmarkId::from_parameter(sessions), |b| {
+            b.iter_custom(|iters| {
+                timed_ticks(&mut room, &outboxes, &mut tick, iters, |room, t| {
+                    let batch = (0..SYMBOLS)
+                        .map(|symbol| QuoteUpdate {
+                            symbol,
+                            last: 100.0 + (t % 100) as f64 / 100.0,
+                            bid: 99.99,
+                            ask: 100.01,
+                            volume: t,
+                            exchange_time_us: t as i64,
+                        })
+                        .collect();
+                    room.handle(Command::Event(RoomEvent::Quotes(batch)));
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+/// A chat tick: 20 messages batched into one frame for every viewer.
+fn chat_tick(c: &mut Criterion) {
+    let mut g = c.benchmark_group("chat_tick_20_messages");
+    for viewers in [1_000u64, 10_000, 50_000] {
+        let cfg = ChatConfig {
+            send_rate_per_sec: 1e9,
+            send_burst: 1_000_000_000,
+            ..ChatConfig::default()
+        };
+        let sim = ChatRoom::new(cfg, WordFilter::empty(), Arc::new(BlockLists::default()));
+        let mut room = Room::new("bench", 10, sim);
+        room.begin_tick(1, 0);
+        let outboxes = join_all(&mut room, viewers, "viewer");
+        let mut tick = 1;
+        g.throughput(Throughput::Elements(viewers));
+        g.bench_function(BenchmarkId::from_parameter(viewers), |b| {
+            b.iter_custom(|iters| {
+                timed_ticks(&mut room, &outboxes, &mut tick, iters, |room, t| {
+                    for k in 0..20 {
+                        room.handle(Command::Client {
+                            session: 1 + k,
+                            body: Body::ChatSend(ChatSend {
+                                text: format!("message {k} of tick {t}, a typical short line"),
+                                ..Default::default()
+                            }),
+                        });
+                    }
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, game_tick, ticker_tick, chat_tick, outbox);
 criterion_main!(benches);

@@ -292,6 +292,10 @@ impl RoomCore {
     /// Hands every dirty group's frames to its members: one outbox call per member and
     /// group, sharing the encoded frames.
     fn hand_out(&mut self) {
+        // With one dirty group each member gets one delivery this tick, so its writer can be
+        // woken at once; with several, a member in two of them must not be written to
+        // between the two (see `wake_writers`).
+        let immediate = self.dirty.len() == 1;
         for group in self.dirty.drain(..) {
             let Some(g) = self.groups.get_mut(&group) else {
                 continue;
@@ -300,6 +304,7 @@ impl RoomCore {
             let slot: SlotKey = (u64::from(self.uid) << 32) | u64::from(group);
             for (session, outbox) in &g.members {
                 match outbox.enqueue(&g.reliable, snapshot.as_ref().map(|s| (slot, s))) {
+                    Ok(true) if immediate => outbox.wake(),
                     Ok(true) => self.wake.push(outbox.clone()),
                     Ok(false) => {}
                     Err(Closed(reason)) => self.closed.push((*session, reason)),
