@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use tickroom::engine::{Command, JoinRequest, Room, RoomEvent, Simulation};
+use tickroom::engine::{Command, Room, RoomEvent, Simulation};
 use tickroom::feed::{QuoteUpdate, SymbolSpec};
 use tickroom::moderation::{BlockLists, WordFilter};
 use tickroom::outbox::Outbox;
@@ -23,17 +23,7 @@ use tickroom::sim::ticker::{TickerConfig, TickerRoom};
 /// Joins sessions `1..=n` to `room` with the given display name, returning their outboxes.
 fn join_all<S: Simulation>(room: &mut Room<S>, n: u64, name: &str) -> Vec<Arc<Outbox>> {
     (1..=n)
-        .map(|session| {
-            let outbox = Arc::new(Outbox::new(1 << 16));
-            room.handle(Command::Join(JoinRequest {
-                session,
-                outbox: outbox.clone(),
-                resume_token: String::new(),
-                name: name.into(),
-                reply: None,
-            }));
-            outbox
-        })
+        .map(|session| room.join_new(session, name, "", 1 << 16))
         .collect()
 }
 

@@ -258,6 +258,20 @@ impl Outbox {
         }
     }
 
+    /// Takes and decodes every pending frame (tests that read what a room sent).
+    #[cfg(test)]
+    pub(crate) fn take_decoded(&self) -> Vec<tickroom_proto::v1::server_message::Body> {
+        use prost::Message;
+        let mut v = Vec::new();
+        self.take(&mut v);
+        v.into_iter()
+            .map(|b| {
+                let msg = tickroom_proto::v1::ServerMessage::decode(b).expect("a ServerMessage");
+                msg.body.expect("a body")
+            })
+            .collect()
+    }
+
     /// Frames pending (reliable + snapshots).
     pub fn len(&self) -> usize {
         self.lock().queue.len()

@@ -6,18 +6,6 @@ use common::*;
 use tickroom::proto::v1::{ErrorCode, Ping, client_message::Body, server_message::Body as SBody};
 use tokio_tungstenite::tungstenite::Message;
 
-async fn expect_error(c: &mut Client, code: ErrorCode) -> String {
-    let m = c
-        .recv_until(|m| matches!(m.body, Some(SBody::Error(_))))
-        .await;
-    let Some(SBody::Error(e)) = m.body else {
-        unreachable!()
-    };
-    assert_eq!(e.code, code as i32, "error message: {}", e.message);
-    assert!(!e.message.is_empty());
-    e.message
-}
-
 /// A bystander that must keep receiving snapshots while others misbehave.
 async fn bystander(server: &TestServer) -> (Client, u64) {
     let mut c = Client::connect(server).await;

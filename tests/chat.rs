@@ -67,19 +67,6 @@ async fn messages(c: &mut Client, n: usize) -> (Vec<(String, String)>, usize) {
     (got, batches)
 }
 
-async fn expect_error(c: &mut Client, code: ErrorCode) -> String {
-    loop {
-        match c.recv().await.body {
-            Some(SBody::Error(e)) => {
-                assert_eq!(e.code, code as i32, "{e:?}");
-                return e.message;
-            }
-            Some(SBody::ChatBatch(_)) | Some(SBody::Welcome(_)) => {}
-            other => panic!("expected {code:?}, got {other:?}"),
-        }
-    }
-}
-
 async fn admin(server: &TestServer, method: &str, path: &str, token: &str, body: &str) -> u16 {
     let auth = format!("Bearer {token}");
     http_call(server.ops, method, path, &[("Authorization", &auth)], body)

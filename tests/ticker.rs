@@ -75,19 +75,6 @@ async fn ack(c: &mut Client) -> Vec<String> {
     }
 }
 
-async fn expect_error(c: &mut Client, code: ErrorCode) -> String {
-    loop {
-        match c.recv().await.body {
-            Some(SBody::Error(e)) => {
-                assert_eq!(e.code, code as i32, "{e:?}");
-                return e.message;
-            }
-            Some(SBody::Subscriptions(s)) => panic!("expected {code:?}, got {s:?}"),
-            _ => {}
-        }
-    }
-}
-
 /// Every quote received for `period`, checking that per-symbol sequence numbers only grow.
 async fn quotes_for(
     c: &mut Client,

@@ -401,6 +401,27 @@ impl<S: Simulation> Room<S> {
         self.timings
     }
 
+    /// Joins `session` through a new outbox holding up to `reliable_cap` reliable frames and
+    /// returns the outbox: how tests and benchmarks that drive a room directly stand in for a
+    /// connection.
+    pub fn join_new(
+        &mut self,
+        session: SessionId,
+        name: &str,
+        resume_token: &str,
+        reliable_cap: usize,
+    ) -> Arc<Outbox> {
+        let outbox = Arc::new(Outbox::new(reliable_cap));
+        self.handle(Command::Join(JoinRequest {
+            session,
+            outbox: outbox.clone(),
+            resume_token: resume_token.into(),
+            name: name.into(),
+            reply: None,
+        }));
+        outbox
+    }
+
     /// Applies one command. Returns false for `Shutdown`.
     pub fn handle(&mut self, cmd: Command) -> bool {
         match cmd {
@@ -547,15 +568,7 @@ mod tests {
     }
 
     fn join(room: &mut Room<Echo>, session: SessionId) -> Arc<Outbox> {
-        let outbox = Arc::new(Outbox::new(64));
-        room.handle(Command::Join(JoinRequest {
-            session,
-            outbox: outbox.clone(),
-            resume_token: String::new(),
-            name: String::new(),
-            reply: None,
-        }));
-        outbox
+        room.join_new(session, "", "", 64)
     }
 
     fn encodes_per_tick(recipients: u64) -> u64 {

@@ -381,15 +381,7 @@ mod tests {
     }
 
     fn join(room: &mut Room<ChatRoom>, session: SessionId, name: &str) -> Arc<Outbox> {
-        let outbox = Arc::new(Outbox::new(256));
-        room.handle(Command::Join(JoinRequest {
-            session,
-            outbox: outbox.clone(),
-            resume_token: String::new(),
-            name: name.into(),
-            reply: None,
-        }));
-        outbox
+        room.join_new(session, name, "", 256)
     }
 
     fn say(room: &mut Room<ChatRoom>, session: SessionId, text: &str) {
@@ -408,11 +400,7 @@ mod tests {
     }
 
     fn bodies(o: &Outbox) -> Vec<ServerBody> {
-        let mut v = Vec::new();
-        o.take(&mut v);
-        v.into_iter()
-            .map(|b| ServerMessage::decode(b).unwrap().body.unwrap())
-            .collect()
+        o.take_decoded()
     }
 
     fn batches(o: &Outbox) -> Vec<ChatBatch> {
@@ -552,14 +540,7 @@ mod tests {
         assert_eq!(error(&bob), ErrorCode::Blocked);
         tick(&mut r, 1);
         assert!(batches(&anon).is_empty());
-        let bad = Arc::new(Outbox::new(8));
-        r.handle(Command::Join(JoinRequest {
-            session: 3,
-            outbox: bad.clone(),
-            resume_token: String::new(),
-            name: "\u{7}bell".into(),
-            reply: None,
-        }));
+        let bad = r.join_new(3, "\u{7}bell", "", 8);
         assert_eq!(error(&bad), ErrorCode::InvalidArgument);
     }
 

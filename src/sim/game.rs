@@ -475,15 +475,7 @@ mod tests {
     }
 
     fn join(room: &mut Room<GameRoom>, session: SessionId, token: &str) -> Arc<Outbox> {
-        let outbox = Arc::new(Outbox::new(1024));
-        room.handle(Command::Join(JoinRequest {
-            session,
-            outbox: outbox.clone(),
-            resume_token: token.into(),
-            name: String::new(),
-            reply: None,
-        }));
-        outbox
+        room.join_new(session, "", token, 1024)
     }
 
     fn drain(o: &Outbox) -> Vec<ServerMessage> {

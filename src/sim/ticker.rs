@@ -389,8 +389,7 @@ mod tests {
     use super::*;
     use crate::engine::{Command, Room};
     use crate::outbox::Outbox;
-    use prost::Message;
-    use tickroom_proto::v1::{ServerMessage, Subscribe, Unsubscribe};
+    use tickroom_proto::v1::{Subscribe, Unsubscribe};
 
     fn specs(n: usize) -> Vec<SymbolSpec> {
         (0..n)
@@ -410,15 +409,7 @@ mod tests {
     }
 
     fn join(room: &mut Room<TickerRoom>, session: SessionId, cap: usize) -> Arc<Outbox> {
-        let outbox = Arc::new(Outbox::new(cap));
-        room.handle(Command::Join(JoinRequest {
-            session,
-            outbox: outbox.clone(),
-            resume_token: String::new(),
-            name: String::new(),
-            reply: None,
-        }));
-        outbox
+        room.join_new(session, "", "", cap)
     }
 
     fn send(room: &mut Room<TickerRoom>, session: SessionId, body: Body) {
@@ -452,11 +443,7 @@ mod tests {
     }
 
     fn drain(o: &Outbox) -> Vec<ServerBody> {
-        let mut v = Vec::new();
-        o.take(&mut v);
-        v.into_iter()
-            .map(|b| ServerMessage::decode(b).unwrap().body.unwrap())
-            .collect()
+        o.take_decoded()
     }
 
     fn quotes(bodies: &[ServerBody]) -> Vec<(String, u64, f64)> {

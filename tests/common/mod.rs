@@ -255,6 +255,19 @@ impl Client {
     }
 }
 
+/// Reads up to the next `Error` and checks its code; returns its message.
+pub async fn expect_error(c: &mut Client, code: tickroom::proto::v1::ErrorCode) -> String {
+    let m = c
+        .recv_until(|m| matches!(m.body, Some(SBody::Error(_))))
+        .await;
+    let Some(SBody::Error(e)) = m.body else {
+        unreachable!()
+    };
+    assert_eq!(e.code, code as i32, "error message: {}", e.message);
+    assert!(!e.message.is_empty());
+    e.message
+}
+
 fn closed(frame: Option<CloseFrame>) -> Closed {
     match frame {
         Some(f) => Closed {
