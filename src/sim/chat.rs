@@ -172,10 +172,10 @@ impl ChatRoom {
         session: SessionId,
         send: ChatSend,
     ) -> Result<(), CommandError> {
-        let viewer = self
-            .viewers
-            .get_mut(&session)
-            .expect("commands come from members only");
+        let Some(viewer) = self.viewers.get_mut(&session) else {
+            // The engine forwards commands of members only; a viewer is made on join.
+            return Err(CommandError::new(ErrorCode::NotInRoom, "join the room first"));
+        };
         let Some(name) = viewer.name.clone() else {
             return Err(CommandError::new(
                 ErrorCode::NameRequired,
