@@ -49,7 +49,7 @@ load: release
 		--listen 127.0.0.1:$(LOAD_PORT) --ops-listen 127.0.0.1:$(LOAD_OPS_PORT) --log warn & \
 	pid=$$!; trap 'kill $$pid 2>/dev/null' EXIT; \
 	for i in $$(seq 50); do curl -sf http://127.0.0.1:$(LOAD_OPS_PORT)/readyz >/dev/null && break; sleep 0.1; done; \
-	taskset -c $(CLIENT_CPU) target/release/client-sim $(SCENARIO) --url ws://127.0.0.1:$(LOAD_PORT)/ws $(ARGS); \
+	taskset -c $(CLIENT_CPU) target/release/client-sim $(SCENARIO) --url ws://127.0.0.1:$(LOAD_PORT)/ws --metrics-url http://127.0.0.1:$(LOAD_OPS_PORT)/metrics $(ARGS); \
 	rc=$$?; kill -TERM $$pid; wait $$pid; exit $$rc
 
 ## flamegraph: CPU flamegraph of the release server under a client-sim game swarm -> results/flamegraph-*.svg

@@ -13,8 +13,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::report::{self, LatencySummary, RateSummary, Report};
-use crate::swarm::{self, Client, Conn, Read, Shards, SwarmArgs};
-use crate::target;
+use crate::swarm::{self, Client, Conn, Read, Scenario, Shards, SwarmArgs};
 
 /// Inputs awaiting acknowledgement per client. Past this the server is seconds behind and
 /// the oldest are dropped unmeasured rather than growing memory per client.
@@ -24,6 +23,9 @@ const MAX_PENDING_INPUTS: usize = 256;
 pub struct GameArgs {
     #[command(flatten)]
     pub swarm: SwarmArgs,
+    /// Number of simulated players.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub clients: u32,
     /// Room to join.
     #[arg(long, default_value = "arena")]
     pub room: String,
@@ -38,6 +40,14 @@ struct Shared {
     input_period: Option<Duration>,
     snapshot_latency: Shards,
     ack_latency: Shards,
+}
+
+impl Scenario for Shared {
+    const NAME: &'static str = "game";
+
+    fn progress(&self, _: f64) -> String {
+        format!("snapshot latency {}", self.snapshot_latency.p50_p99())
+    }
 }
 
 /// One client's own results, handed back when its task ends. Latencies went to the shared
@@ -58,14 +68,9 @@ async fn run_client(client: Client<Shared>) -> (Conn, Outcome) {
     let Client { id, run, mut stop } = client;
     let (swarm, shared, mut conn) = (&run.swarm, &run.scenario, Conn::default());
     let mut out = Outcome::default();
-    let attempt = swarm::join(
-        swarm,
-        &mut conn,
-        &swarm.target.url,
-        Some(shared.join.clone()),
-    );
-    let joined = swarm::bounded(&mut stop, attempt).await;
-    let Some((mut ws, welcome)) = conn.admitted(swarm, id, joined) else {
+    let hello = shared.join.clone();
+    let Some((mut ws, welcome)) = swarm::enter(swarm, &mut conn, id, &mut stop, hello, None).await
+    else {
         return (conn, out);
     };
     let me = welcome.your_object_id;
@@ -167,13 +172,11 @@ async fn run_client(client: Client<Shared>) -> (Conn, Outcome) {
 
 /// Runs the scenario to completion (ramp, hold, shutdown) and builds the report.
 pub async fn run(args: GameArgs) -> anyhow::Result<Report> {
-    args.swarm.check()?;
     ensure!(
         args.input_hz.is_finite() && (0.0..=1000.0).contains(&args.input_hz),
         "--input-hz must be between 0 and 1000"
     );
-    let target = target::resolve(&args.swarm.url).await?;
-    let join = swarm::join_message(&args.room);
+    let join = swarm::join_message(&args.room, "");
     let input_period = (args.input_hz > 0.0).then(|| Duration::from_secs_f64(1.0 / args.input_hz));
     let shared = Shared {
         join,
@@ -181,16 +184,8 @@ pub async fn run(args: GameArgs) -> anyhow::Result<Report> {
         snapshot_latency: Shards::new(),
         ack_latency: Shards::new(),
     };
-    let done = swarm::drive(
-        "game",
-        &args.swarm,
-        target,
-        &args.room,
-        shared,
-        run_client,
-        |shared, _| format!("snapshot latency {}", shared.snapshot_latency.p50_p99()),
-    )
-    .await;
+    let clients = args.clients as usize;
+    let done = swarm::drive(&args.swarm, clients, &args.room, shared, run_client).await?;
     let (shared, outcomes) = (&done.run.scenario, &done.outcomes);
     let outcomes = || outcomes.iter().map(|(_, o)| o);
     let sum = |f: fn(&Outcome) -> u64| outcomes().map(f).sum::<u64>();
@@ -199,7 +194,7 @@ pub async fn run(args: GameArgs) -> anyhow::Result<Report> {
         report::RunConfig {
             url: done.run.swarm.target.url.clone(),
             room: args.room,
-            clients: args.swarm.clients,
+            clients,
             ramp_per_s: args.swarm.ramp,
             duration_s: args.swarm.duration,
             input_hz: args.input_hz,
@@ -219,4 +214,42 @@ pub async fn run(args: GameArgs) -> anyhow::Result<Report> {
             acked: sum(|o| o.inputs_acked),
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{assert_all_joined, game_server, swarm_args};
+
+    /// A few players in a real 60 Hz game room: everyone joins, gets about a snapshot per
+    /// tick, has its inputs acknowledged, and the server's metrics are read.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn players_get_a_snapshot_per_tick() {
+        let server = game_server(10).await;
+        let args = GameArgs {
+            swarm: swarm_args(&server, 5, 1.5),
+            clients: 5,
+            room: "arena".into(),
+            input_hz: 20.0,
+        };
+        let r = run(args).await.unwrap();
+        assert_all_joined(&r.head, 5);
+        assert_eq!(r.head.tick_rate_hz, Some(60));
+        let rate = &r.snapshots.per_client_per_s;
+        // Near the tick rate; a loaded machine may delay a few ticks, never add any.
+        assert_eq!(rate.clients, 5);
+        assert!(rate.median > 40.0 && rate.max < 61.0, "{rate:?}");
+        assert!(r.inputs.acked > 0 && r.input_ack_latency_us.samples > 0);
+        let m = &r.tail.server.metrics;
+        assert!(m.rss_end_of_hold_bytes.unwrap() > 0, "{m:?}");
+        assert!(m.cpu_percent_of_one_core.is_some(), "{m:?}");
+        assert!(m.frames_written_per_s.unwrap() > 0.0, "{m:?}");
+        assert!(m.socket_flushes_per_s.unwrap() > 0.0, "{m:?}");
+        let end = m.end_of_hold.as_ref().unwrap();
+        assert_eq!(end.tickroom_connections_active, Some(5), "{m:?}");
+        assert!(end.tickroom_sessions_active.unwrap() >= 5, "{m:?}");
+        assert!(end.tokio_alive_tasks.unwrap() > 10, "{m:?}");
+        assert!(m.tick_p99_us.is_some(), "{m:?}");
+        assert!(r.tail.warnings.is_empty(), "{:?}", r.tail.warnings);
+    }
 }

@@ -1,5 +1,5 @@
-//! A minimal HTTP/1.0 client for the server's JSON endpoints (`/rooms`, `/api/v1/...`): one
-//! request per `TcpStream`. The server closes the connection after the answer, so reading to
+//! A minimal HTTP/1.0 client for the server's JSON endpoints (`/rooms`, `/api/v1/...`) and
+//! its Prometheus text (`/metrics` on the operations port): one request per `TcpStream`. The server closes the connection after the answer, so reading to
 //! EOF frames the body and no HTTP client crate is needed.
 
 use std::time::Duration;
@@ -35,6 +35,15 @@ pub async fn get_json(target: &Target, path: &str) -> anyhow::Result<Value> {
     Ok(r.json)
 }
 
+/// `GET` the target's own path as text (e.g. Prometheus metrics); anything but 200 is an
+/// error.
+pub async fn get_text(target: &Target) -> anyhow::Result<String> {
+    let path = &target.path;
+    let (status, body) = send(target, "GET", path, None, "text/plain").await?;
+    anyhow::ensure!(status == 200, "GET {path}: status {status}");
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
 /// One request with an optional JSON body; any status is an answer.
 pub async fn request(
     target: &Target,
@@ -42,48 +51,55 @@ pub async fn request(
     path: &str,
     body: Option<&Value>,
 ) -> anyhow::Result<Response> {
-    tokio::time::timeout(TIMEOUT, exchange(target, method, path, body))
-        .await
-        .map_err(|_| {
-            anyhow!(
-                "{method} http://{}{path} timed out after {TIMEOUT:?}",
-                target.addr
-            )
-        })?
+    let (status, body) = send(target, method, path, body, "application/json").await?;
+    Ok(Response {
+        status,
+        json: serde_json::from_slice(&body).unwrap_or(Value::Null),
+    })
 }
 
-async fn exchange(
+/// One exchange, bounded by [`TIMEOUT`]: the status and the raw body.
+async fn send(
     target: &Target,
     method: &str,
     path: &str,
     body: Option<&Value>,
-) -> anyhow::Result<Response> {
-    let mut stream = TcpStream::connect(target.addr)
-        .await
-        .with_context(|| format!("{method} {path}: connect {}", target.addr))?;
-    let body = body.map(Value::to_string).unwrap_or_default();
-    let mut request = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {}\r\nAccept: application/json\r\n",
-        target.authority
-    );
-    if !body.is_empty() {
-        request += &format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
+    accept: &str,
+) -> anyhow::Result<(u16, Vec<u8>)> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(target.addr)
+            .await
+            .with_context(|| format!("{method} {path}: connect {}", target.addr))?;
+        let body = body.map(Value::to_string).unwrap_or_default();
+        let mut request = format!(
+            "{method} {path} HTTP/1.0\r\nHost: {}\r\nAccept: {accept}\r\n",
+            target.authority
         );
-    }
-    request += "\r\n";
-    request += &body;
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    (&mut stream)
-        .take(MAX_RESPONSE_BYTES)
-        .read_to_end(&mut response)
-        .await?;
-    parse_response(&response).with_context(|| format!("{method} {path}"))
+        if !body.is_empty() {
+            request += &format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            );
+        }
+        request += "\r\n";
+        request += &body;
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = Vec::new();
+        (&mut stream)
+            .take(MAX_RESPONSE_BYTES)
+            .read_to_end(&mut response)
+            .await?;
+        parse_response(&response).with_context(|| format!("{method} {path}"))
+    };
+    tokio::time::timeout(TIMEOUT, exchange).await.map_err(|_| {
+        anyhow!(
+            "{method} http://{}{path} timed out after {TIMEOUT:?}",
+            target.addr
+        )
+    })?
 }
 
-fn parse_response(response: &[u8]) -> anyhow::Result<Response> {
+fn parse_response(response: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
     let split = response
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -95,8 +111,7 @@ fn parse_response(response: &[u8]) -> anyhow::Result<Response> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| anyhow!("bad status line {status_line:?}"))?;
-    let json = serde_json::from_slice(&response[split + 4..]).unwrap_or(Value::Null);
-    Ok(Response { status, json })
+    Ok((status, response[split + 4..].to_vec()))
 }
 
 /// Percent-encodes a query parameter value (everything but RFC 3986 unreserved characters).
@@ -118,11 +133,12 @@ mod tests {
 
     #[test]
     fn parses_status_and_json_body() {
-        let r = parse_response(b"HTTP/1.0 400 Bad Request\r\nx: y\r\n\r\n{\"unknown\":[\"A\"]}")
-            .unwrap();
-        assert_eq!((r.status, r.json["unknown"][0].as_str()), (400, Some("A")));
-        let r = parse_response(b"HTTP/1.1 200 OK\r\n\r\nnot json").unwrap();
-        assert!(r.json.is_null());
+        let (status, body) =
+            parse_response(b"HTTP/1.0 400 Bad Request\r\nx: y\r\n\r\n{\"unknown\":[\"A\"]}")
+                .unwrap();
+        assert_eq!((status, &body[..]), (400, &b"{\"unknown\":[\"A\"]}"[..]));
+        let (status, body) = parse_response(b"HTTP/1.1 200 OK\r\n\r\nnot json").unwrap();
+        assert_eq!((status, &body[..]), (200, &b"not json"[..]));
         assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
         assert!(parse_response(b"garbage\r\n\r\n").is_err());
     }

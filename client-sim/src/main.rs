@@ -2,21 +2,27 @@
 //! command line, the runtime and the exit status; each scenario lives in its own module and
 //! shares the swarm machinery in [`swarm`].
 
+mod chat;
 mod game;
 mod http;
 mod proc;
 mod report;
+mod server_metrics;
 mod server_stats;
+mod spike;
 mod swarm;
 mod target;
+#[cfg(test)]
+mod testing;
 mod ticker;
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use serde::Serialize;
+
+use crate::report::Outcome;
 
 #[derive(Parser)]
 #[command(
@@ -35,6 +41,10 @@ enum Scenario {
     Game(game::GameArgs),
     /// Subscribe N clients to K symbols of a ticker room, measure quote latency, rate and gaps.
     Ticker(ticker::TickerArgs),
+    /// N viewers and M senders in a chat room: send→receive latency, batches/s, lost messages.
+    Chat(chat::ChatArgs),
+    /// N sessions join fast, hold, drop every socket (RST); wait for the server to settle.
+    Spike(spike::SpikeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,38 +64,44 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
+    let json = cli.scenario.json();
     let result = match cli.scenario {
-        Scenario::Game(args) => {
-            let json = args.swarm.json.clone();
-            let report = runtime.block_on(game::run(args));
-            report.and_then(|r| finish(&r, r.table(), &r.head, &r.config.url, json.as_deref()))
-        }
-        Scenario::Ticker(args) => {
-            let json = args.swarm.json.clone();
-            let report = runtime.block_on(ticker::run(args));
-            report.and_then(|r| finish(&r, r.table(), &r.head, &r.config.url, json.as_deref()))
-        }
+        Scenario::Game(args) => finish(runtime.block_on(game::run(args)), json),
+        Scenario::Ticker(args) => finish(runtime.block_on(ticker::run(args)), json),
+        Scenario::Chat(args) => finish(runtime.block_on(chat::run(args)), json),
+        Scenario::Spike(args) => finish(runtime.block_on(spike::run(args)), json),
     };
     // Stragglers were aborted already; do not let a stuck socket hold the exit.
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
 }
 
+impl Scenario {
+    /// `--json`, where to write the report.
+    fn json(&self) -> Option<PathBuf> {
+        match self {
+            Scenario::Game(a) => a.swarm.json.clone(),
+            Scenario::Ticker(a) => a.swarm.json.clone(),
+            Scenario::Chat(a) => a.swarm.json.clone(),
+            Scenario::Spike(a) => a.swarm.json.clone(),
+        }
+    }
+}
+
 /// Prints the table, writes the JSON report if asked, and fails the run when no client
-/// connected at all.
-fn finish(
-    report: &impl Serialize,
-    table: String,
-    head: &report::Head,
-    url: &str,
-    json: Option<&Path>,
-) -> anyhow::Result<()> {
+/// connected at all or the scenario says it failed.
+fn finish(report: anyhow::Result<impl Outcome>, json: Option<PathBuf>) -> anyhow::Result<()> {
+    let report = report?;
+    let (table, head, url) = report.summary();
     print!("{table}");
     if let Some(path) = json {
-        report::write_json(report, path)?;
+        report::write_json(&report, &path)?;
     }
     if head.clients.connected == 0 {
         anyhow::bail!("no client connected to {url}");
     }
-    Ok(())
+    match report.failure() {
+        Some(why) => Err(anyhow::anyhow!(why)),
+        None => Ok(()),
+    }
 }

@@ -11,6 +11,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::proc::NofileLimit;
+use crate::server_metrics::{Sample, ServerMetrics};
 use crate::server_stats::RoomStats;
 
 /// The largest latency a histogram tells apart, in µs; larger samples count as this value.
@@ -20,6 +21,31 @@ pub const LATENCY_MAX_US: u64 = 60_000_000;
 pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("static histogram bounds are valid")
 }
+
+/// What `main` needs of every scenario's report.
+pub trait Outcome: Serialize {
+    /// The table to print, the report's head, and the URL the run targeted.
+    fn summary(&self) -> (String, &Head, &str);
+
+    /// Why the run failed although clients connected (printed, and the exit status).
+    fn failure(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Implements [`Outcome`] for a report with a `table()`, a `head` and a `config.url`.
+macro_rules! outcome {
+    ($report:ty) => {
+        impl $crate::report::Outcome for $report {
+            fn summary(&self) -> (String, &$crate::report::Head, &str) {
+                (self.table(), &self.head, &self.config.url)
+            }
+        }
+    };
+}
+pub(crate) use outcome;
+
+outcome!(Report);
 
 /// Full report of a game run. Field names are the JSON schema.
 #[derive(Debug, Serialize)]
@@ -146,6 +172,8 @@ pub struct ServerSide {
     pub skipped_ticks_during_run: Option<u64>,
     /// Why a sample is missing.
     pub fetch_errors: Vec<String>,
+    /// What the server's Prometheus metrics say about the hold.
+    pub metrics: ServerMetrics,
 }
 
 #[derive(Debug, Serialize)]
@@ -260,18 +288,12 @@ impl Report {
 
     /// The report as an aligned plain-text table for stdout.
     pub fn table(&self) -> String {
-        let mut t = Table::default();
         let c = &self.config;
-        t.line(format_args!(
-            "client-sim {}: {} clients -> {} room {:?}, {}, input {} Hz",
-            self.scenario,
-            c.clients,
-            c.url,
-            c.room,
-            self.head.timing.describe(),
-            c.input_hz,
-        ));
-        t.clients(&self.head.clients);
+        let what = format!(
+            "{} clients -> {} room {:?}, input {} Hz",
+            c.clients, c.url, c.room, c.input_hz,
+        );
+        let mut t = Table::titled(self.scenario, what, &self.head);
         let s = &self.snapshots;
         t.row(
             "snapshots/s/client",
@@ -335,6 +357,18 @@ pub fn write_json(report: &impl Serialize, path: &Path) -> anyhow::Result<()> {
 pub struct Table(String);
 
 impl Table {
+    /// A table that starts with `client-sim SCENARIO: WHAT, ramp .., hold ..` and the
+    /// clients row.
+    pub fn titled(scenario: &str, what: impl std::fmt::Display, head: &Head) -> Self {
+        let mut t = Table::default();
+        t.line(format_args!(
+            "client-sim {scenario}: {what}, {}",
+            head.timing.describe()
+        ));
+        t.clients(&head.clients);
+        t
+    }
+
     pub fn line(&mut self, text: impl std::fmt::Display) {
         let _ = writeln!(self.0, "{text}");
     }
@@ -433,6 +467,7 @@ impl Table {
                 format!("{o} overruns, {s} skipped ticks"),
             );
         }
+        self.server_metrics(&sv.metrics);
         self.row(
             "client cpu",
             format!(
@@ -445,6 +480,52 @@ impl Table {
         for w in &tail.warnings {
             self.line(format_args!("WARNING: {w}"));
         }
+    }
+}
+
+impl Table {
+    /// The rows of the server's Prometheus figures.
+    pub fn server_metrics(&mut self, m: &ServerMetrics) {
+        if m.samples == 0 {
+            self.row("server metrics", format!("none ({} not scraped)", m.url));
+            return;
+        }
+        let mb = |b: Option<u64>| b.map_or("?".into(), |b| bytes(b as f64));
+        let num = |v: Option<f64>, digits: usize| v.map_or("?".into(), |v| format!("{v:.digits$}"));
+        self.row(
+            "server cpu, memory",
+            format!(
+                "{} % of one core over the hold; RSS {} before, {} end of hold, peak {}",
+                num(m.cpu_percent_of_one_core, 0),
+                mb(m.rss_before_bytes),
+                mb(m.rss_end_of_hold_bytes),
+                mb(m.rss_peak_bytes),
+            ),
+        );
+        self.row(
+            "server writes",
+            format!(
+                "{} frames/s, {} flushes/s ({} frames per flush), {}/s",
+                num(m.frames_written_per_s, 0),
+                num(m.socket_flushes_per_s, 0),
+                num(m.frames_per_flush, 2),
+                m.bytes_written_per_s.map_or("?".into(), bytes),
+            ),
+        );
+        let pair = |f: fn(&Sample) -> Option<u64>| {
+            let at =
+                |s: &Option<Sample>| s.as_ref().and_then(f).map_or("?".into(), |v| v.to_string());
+            format!("{} -> {}", at(&m.before), at(&m.end_of_hold))
+        };
+        self.row(
+            "server tasks",
+            format!(
+                "alive tasks {}, connections {}, sessions {} (before -> end of hold)",
+                pair(|s| s.tokio_alive_tasks),
+                pair(|s| s.tickroom_connections_active),
+                pair(|s| s.tickroom_sessions_active),
+            ),
+        );
     }
 }
 
@@ -498,6 +579,42 @@ mod tests {
         let s = LatencySummary::of(&h);
         assert_eq!((s.samples, s.p50, s.max), (1000, 500, 1000));
         assert!(s.p99 >= 990 && s.p999 >= s.p99);
+    }
+
+    /// Server metrics with every field set.
+    fn sample_metrics() -> ServerMetrics {
+        let sample = |at_s, rss, tasks, conns| Sample {
+            at_s,
+            process_resident_memory_bytes: Some(rss),
+            process_cpu_seconds_total: Some(at_s * 0.5),
+            tokio_alive_tasks: Some(tasks),
+            tickroom_connections_active: Some(conns),
+            tickroom_sessions_active: Some(conns),
+            tickroom_frames_written_total: Some(1000),
+            tickroom_socket_flushes_total: Some(900),
+            tickroom_bytes_written_total: Some(90_000),
+            at: None,
+        };
+        ServerMetrics {
+            url: "http://127.0.0.1:9090/metrics".into(),
+            hold_window_s: Some(10.0),
+            cpu_percent_of_one_core: Some(35.5),
+            rss_before_bytes: Some(12_000_000),
+            rss_end_of_hold_bytes: Some(20_000_000),
+            rss_peak_bytes: Some(21_000_000),
+            frames_written_per_s: Some(480.0),
+            socket_flushes_per_s: Some(470.0),
+            bytes_written_per_s: Some(800_000.0),
+            frames_per_flush: Some(1.02),
+            tick_p99_us: Some(200),
+            samples: 3,
+            before: Some(sample(0.0, 12_000_000, 5, 0)),
+            hold_start: Some(sample(0.1, 19_000_000, 21, 8)),
+            end_of_hold: Some(sample(10.1, 20_000_000, 21, 8)),
+            missing_series: vec![],
+            scrape_errors: vec![],
+            periodic_failures: 0,
+        }
     }
 
     /// A game report with every field set, against the files in `testdata/`: the game table
@@ -562,6 +679,7 @@ mod tests {
                     overruns_during_run: Some(2),
                     skipped_ticks_during_run: Some(1),
                     fetch_errors: vec!["x".into()],
+                    metrics: sample_metrics(),
                 },
                 client_cpu: ClientCpu {
                     percent_of_one_core: Some(42.5),

@@ -1,9 +1,9 @@
 //! What every scenario shares: the common command-line options, the run's timeline (ramp,
 //! hold, grace), the WebSocket connect + join handshake, per-connection counters (frames,
 //! bytes, errors, close codes), sharded latency histograms, the live progress line, the
-//! server samples before and at the end of the hold, and the parts of the report that do not
-//! depend on the scenario. A scenario hands [`drive`] its state, its per-client task and its
-//! part of the progress line.
+//! server samples (`GET /rooms` and `--metrics-url`) before and at the end of the hold, and
+//! the parts of the report that do not depend on the scenario. A scenario hands [`drive`] its
+//! state (a [`Scenario`]: name and part of the progress line) and its per-client task.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -17,9 +17,10 @@ use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use tickroom_proto::Message as _;
 use tickroom_proto::v1::{
-    ClientMessage, ErrorCode, Join, ServerMessage, Welcome, client_message, server_message,
+    ClientMessage, ErrorCode, Join, RoomKind, ServerMessage, Welcome, client_message,
+    server_message,
 };
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
@@ -28,8 +29,9 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::proc::{self, CpuMeter};
 use crate::report::{self, Common};
+use crate::server_metrics::Timeline;
 use crate::server_stats::{self, RoomStats};
-use crate::target::Target;
+use crate::target::{self, Target};
 
 /// A client without a Welcome this long after it started connecting counts as a failed join.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,21 +47,22 @@ const SHARDS: usize = 16;
 /// Read chunk per socket (see [`join`]).
 const READ_BUFFER_BYTES: usize = 16 * 1024;
 
-/// Options every scenario takes.
+/// Options every scenario takes (how many clients is the scenario's own option).
 #[derive(clap::Args, Debug, Clone)]
 pub struct SwarmArgs {
     /// WebSocket URL of the server; must resolve to a loopback address.
     #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
     pub url: String,
-    /// Number of simulated clients.
-    #[arg(long, default_value_t = 100)]
-    pub clients: usize,
     /// Clients started per second during the ramp.
     #[arg(long, default_value_t = 500.0)]
     pub ramp: f64,
     /// Seconds to hold after the ramp, all clients connected.
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
+    /// The server's Prometheus metrics (its operations port); must resolve to a loopback
+    /// address. A failed scrape is a warning, not an error.
+    #[arg(long, default_value = "http://127.0.0.1:9090/metrics")]
+    pub metrics_url: String,
     /// Also write the full report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -67,7 +70,6 @@ pub struct SwarmArgs {
 
 impl SwarmArgs {
     pub fn check(&self) -> anyhow::Result<()> {
-        ensure!(self.clients >= 1, "--clients must be at least 1");
         ensure!(
             self.ramp.is_finite() && self.ramp > 0.0,
             "--ramp must be a positive number of clients per second"
@@ -79,9 +81,25 @@ impl SwarmArgs {
         Ok(())
     }
 
-    fn ramp_time(&self) -> Duration {
-        Duration::from_secs_f64(self.clients as f64 / self.ramp)
+    fn ramp_time(&self, clients: usize) -> Duration {
+        Duration::from_secs_f64(clients as f64 / self.ramp)
     }
+
+    /// Checks the options and resolves both URLs (loopback only).
+    pub async fn endpoints(&self) -> anyhow::Result<Endpoints> {
+        self.check()?;
+        Ok(Endpoints {
+            ws: target::resolve(&self.url).await?,
+            metrics: target::resolve_http(&self.metrics_url).await?,
+        })
+    }
+}
+
+/// Where a run goes: `--url` (WebSocket and the public HTTP endpoints) and `--metrics-url`.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub ws: Target,
+    pub metrics: Target,
 }
 
 /// What every client task of a scenario shares: the swarm and the scenario's own state.
@@ -108,6 +126,8 @@ pub struct Swarm {
     /// Frames received so far (for progress).
     pub frames: AtomicU64,
     pub tick_rate_hz: AtomicU32,
+    /// Sockets linger 0, so that dropping one resets the connection (no close frame, no FIN).
+    pub reset_on_drop: bool,
 }
 
 impl Swarm {
@@ -169,6 +189,26 @@ impl Shards {
             h.value_at_quantile(0.5),
             h.value_at_quantile(0.99)
         )
+    }
+}
+
+/// A count the clients add to, and its rate between two progress lines.
+#[derive(Default)]
+pub struct LiveCount {
+    total: AtomicU64,
+    at_last_line: AtomicU64,
+}
+
+impl LiveCount {
+    pub fn add(&self, n: u64) {
+        self.total.fetch_add(n, Relaxed);
+    }
+
+    /// Per second since the previous call, `secs` ago (one call per progress line).
+    pub fn rate(&self, secs: f64) -> f64 {
+        let now = self.total.load(Relaxed);
+        let before = self.at_last_line.swap(now, Relaxed);
+        now.saturating_sub(before) as f64 / secs
     }
 }
 
@@ -254,30 +294,46 @@ impl Conn {
         swarm: &Swarm,
         item: Option<Result<Message, tungstenite::Error>>,
     ) -> Read {
+        let (b, now) = match self.skim(swarm, item) {
+            Ok(Some(binary)) => binary,
+            Ok(None) => return Read::Skip,
+            Err(end) => return end,
+        };
+        let Ok(msg) = ServerMessage::decode(b) else {
+            self.decode_errors += 1;
+            return Read::Skip;
+        };
+        if let Some(server_message::Body::Error(e)) = &msg.body {
+            *self.errors.entry(e.code).or_default() += 1;
+        }
+        Read::Msg(msg, now)
+    }
+
+    /// Counts what `ws.next()` returned without decoding it (for clients that measure
+    /// nothing more): a binary frame's payload and when it came, `None` for other frames, or
+    /// how the connection ended ([`Read::Closed`] or [`Read::Failed`]).
+    pub fn skim(
+        &mut self,
+        swarm: &Swarm,
+        item: Option<Result<Message, tungstenite::Error>>,
+    ) -> Result<Option<(bytes::Bytes, Instant)>, Read> {
         match item {
             Some(Ok(Message::Binary(b))) => {
                 let now = Instant::now();
                 self.count_frame(swarm, b.len(), now);
-                let Ok(msg) = ServerMessage::decode(b) else {
-                    self.decode_errors += 1;
-                    return Read::Skip;
-                };
-                if let Some(server_message::Body::Error(e)) = &msg.body {
-                    *self.errors.entry(e.code).or_default() += 1;
-                }
-                Read::Msg(msg, now)
+                Ok(Some((b, now)))
             }
             Some(Ok(Message::Close(frame))) => {
                 let code = close_code(frame.as_ref());
                 self.close_code = Some(code);
-                Read::Closed(code)
+                Err(Read::Closed(code))
             }
             Some(Ok(other)) => {
                 self.count_frame(swarm, other.len(), Instant::now());
-                Read::Skip
+                Ok(None)
             }
-            Some(Err(e)) => Read::Failed(e.to_string()),
-            None => Read::Failed("end of stream".into()),
+            Some(Err(e)) => Err(Read::Failed(e.to_string())),
+            None => Err(Read::Failed("end of stream".into())),
         }
     }
 
@@ -316,15 +372,39 @@ pub fn error_name(code: i32) -> String {
     }
 }
 
-/// An encoded `Join{room}`.
-pub fn join_message(room: &str) -> Vec<u8> {
+/// An encoded `Join{room, name}` (an empty name joins a chat room as an anonymous viewer).
+pub fn join_message(room: &str, name: &str) -> Vec<u8> {
     ClientMessage {
         body: Some(client_message::Body::Join(Join {
             room: room.to_owned(),
+            name: name.to_owned(),
             ..Join::default()
         })),
     }
     .encode_to_vec()
+}
+
+/// Fails a join whose room is not of the kind the scenario drives.
+pub fn expect_kind(welcome: &Welcome, kind: RoomKind) -> Result<(), JoinFail> {
+    if welcome.room_kind == kind as i32 {
+        return Ok(());
+    }
+    let name = |k: i32| {
+        RoomKind::try_from(k).map_or_else(
+            |_| k.to_string(),
+            |k| {
+                k.as_str_name()
+                    .trim_start_matches("ROOM_KIND_")
+                    .to_ascii_lowercase()
+            },
+        )
+    };
+    Err(JoinFail::WrongRoom(format!(
+        "{:?} is a {} room, not a {} room",
+        welcome.room,
+        name(welcome.room_kind),
+        name(kind as i32)
+    )))
 }
 
 /// Connects to `url` (on the target's address), sends `hello` if given and waits for
@@ -335,11 +415,9 @@ pub async fn join(
     url: &str,
     hello: Option<Vec<u8>>,
 ) -> Result<(Ws, Welcome), JoinFail> {
-    let tcp = TcpStream::connect(swarm.target.addr)
+    let tcp = connect(swarm.target.addr, swarm.reset_on_drop)
         .await
         .map_err(|e| JoinFail::Connect(e.to_string()))?;
-    // Client messages are a few bytes each; Nagle would hold them back and inflate latency.
-    let _ = tcp.set_nodelay(true);
     // tungstenite's default 128 KiB read buffer per socket would dominate memory in a large
     // swarm; server frames are a few KiB, and the buffer still grows for larger frames.
     let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
@@ -369,6 +447,43 @@ pub async fn join(
             Read::Failed(e) => return Err(JoinFail::Closed(e)),
         }
     }
+}
+
+/// A TCP connection to `addr`; with `reset_on_drop`, SO_LINGER 0 is set before connecting so
+/// that dropping the stream sends RST, like a crashed client or a dead network.
+async fn connect(addr: std::net::SocketAddr, reset_on_drop: bool) -> std::io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if reset_on_drop {
+        socket.set_zero_linger()?;
+    }
+    // Client messages are a few bytes each; Nagle would hold them back and inflate latency.
+    socket.set_nodelay(true)?;
+    socket.connect(addr).await
+}
+
+/// Joins `--url` with `hello` under [`JOIN_TIMEOUT`], checking the room's kind when given,
+/// and takes the result: the socket and Welcome, or `None` with the failure kept in `conn`.
+pub async fn enter(
+    swarm: &Swarm,
+    conn: &mut Conn,
+    client: usize,
+    stop: &mut watch::Receiver<bool>,
+    hello: Vec<u8>,
+    kind: Option<RoomKind>,
+) -> Option<(Ws, Welcome)> {
+    let attempt = async {
+        let (ws, welcome) = join(swarm, conn, &swarm.target.url, Some(hello)).await?;
+        if let Some(kind) = kind {
+            expect_kind(&welcome, kind)?;
+        }
+        Ok((ws, welcome))
+    };
+    let joined = bounded(stop, attempt).await;
+    conn.admitted(swarm, client, joined)
 }
 
 /// Runs a join attempt under [`JOIN_TIMEOUT`], giving up when the run stops.
@@ -412,9 +527,13 @@ impl Conn {
 
 /// A joined client leaves: it no longer counts as connected and closes politely, so the
 /// server logs a client close, not a lost peer; after a server close, polling sends
-/// tungstenite's queued close reply.
+/// tungstenite's queued close reply. With [`Swarm::reset_on_drop`] it just drops the socket
+/// (RST, no close frame).
 pub async fn leave(swarm: &Swarm, mut ws: Ws, server_closed: bool) {
     swarm.live.fetch_sub(1, Relaxed);
+    if swarm.reset_on_drop {
+        return;
+    }
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
         if !server_closed {
             let _ = ws.close(None).await;
@@ -424,10 +543,9 @@ pub async fn leave(swarm: &Swarm, mut ws: Ws, server_closed: bool) {
     .await;
 }
 
-/// Prints one line a second on stderr until aborted; `detail` adds the scenario's part.
-async fn progress<S>(
+/// Prints one line a second on stderr until aborted, the scenario's part included.
+async fn progress<S: Scenario>(
     run: Arc<Run<S>>,
-    detail: fn(&S, f64) -> String,
     clients: usize,
     started: Instant,
     cpu: Arc<CpuMeter>,
@@ -451,7 +569,7 @@ async fn progress<S>(
             "[{:>5.1}s {phase}] connected {}/{clients}  frames/s {rate:.0}  {}  cpu {}",
             (now - started).as_secs_f64(),
             swarm.live.load(Relaxed),
-            detail(&run.scenario, secs),
+            run.scenario.progress(secs),
             cpu.percent_of_one_core()
                 .map_or("?".into(), |p| format!("{p:.0} %")),
         );
@@ -464,66 +582,87 @@ pub struct Finished<S, O> {
     pub run: Arc<Run<S>>,
     pub outcomes: Vec<(Conn, O)>,
     pub common: Common,
+    /// When the clients were told to stop (the spike scenario's sockets dropped then).
+    pub stopped_at: Instant,
+    /// `--metrics-url`, resolved.
+    pub metrics_target: Target,
 }
 
-/// Runs a scenario to completion (ramp, hold, shutdown): samples the room before, starts
-/// `client` for each client over the ramp, prints progress with `detail`, samples the room at
-/// the end of the hold, stops the clients and collects their outcomes.
+/// What [`drive`] needs to know of a scenario's shared state.
+pub trait Scenario: Send + Sync + 'static {
+    /// The scenario's name (progress lines).
+    const NAME: &'static str;
+    /// Also scrape the metrics this often during ramp and hold (for the peak RSS).
+    const SAMPLE_EVERY: Option<Duration> = None;
+    /// See [`Swarm::reset_on_drop`].
+    const RESET_ON_DROP: bool = false;
+
+    /// The scenario's part of the progress line, `secs` after the previous one.
+    fn progress(&self, secs: f64) -> String;
+}
+
+/// Runs a scenario to completion (ramp, hold, shutdown): samples the room and the server's
+/// metrics before, starts `client` for each of `clients` clients (ids `0..clients`) over the
+/// ramp, prints progress, samples the metrics at the start of the hold and both at its end,
+/// stops the clients and collects their outcomes.
 pub async fn drive<S, O, F>(
-    name: &str,
     args: &SwarmArgs,
-    target: Target,
+    clients: usize,
     room: &str,
     scenario: S,
     client: fn(Client<S>) -> F,
-    detail: fn(&S, f64) -> String,
-) -> Finished<S, O>
+) -> anyhow::Result<Finished<S, O>>
 where
-    S: Send + Sync + 'static,
+    S: Scenario,
     O: Send + 'static,
     F: Future<Output = (Conn, O)> + Send + 'static,
 {
+    let name = S::NAME;
+    let endpoints = args.endpoints().await?;
+    let metrics_target = endpoints.metrics.clone();
     let mut warnings = Vec::new();
     let nofile = proc::nofile_limit();
-    if let Some(w) = nofile.and_then(|l| l.warning(args.clients)) {
+    if let Some(w) = nofile.and_then(|l| l.warning(clients)) {
         eprintln!("warning: {w}");
         warnings.push(w);
     }
 
     let mut fetch_errors = Vec::new();
-    let before = server_stats::fetch_room(&target, room)
+    let before = server_stats::fetch_room(&endpoints.ws, room)
         .await
         .unwrap_or_else(|e| {
             fetch_errors.push(format!("before: {e:#}"));
             None
         });
+    let mut metrics = Timeline::new(endpoints.metrics);
+    metrics.before = metrics.sample(Some("before")).await;
 
-    let ramp = args.ramp_time();
+    let ramp = args.ramp_time(clients);
     let started = Instant::now();
     let hold_start = started + ramp;
     let hold_end = hold_start + Duration::from_secs_f64(args.duration);
     eprintln!(
-        "client-sim {name}: {} clients -> {} ({}), room {room:?}, ramp {:.1} s, hold {:.1} s",
-        args.clients,
-        target.url,
-        target.addr,
+        "client-sim {name}: {clients} clients -> {} ({}), room {room:?}, ramp {:.1} s, hold {:.1} s",
+        endpoints.ws.url,
+        endpoints.ws.addr,
         ramp.as_secs_f64(),
         args.duration
     );
     let run = Arc::new(Run {
         swarm: Swarm {
-            target,
+            target: endpoints.ws,
             hold_start,
             hold_end,
             live: AtomicU64::new(0),
             frames: AtomicU64::new(0),
             tick_rate_hz: AtomicU32::new(0),
+            reset_on_drop: S::RESET_ON_DROP,
         },
         scenario,
     });
     let cpu = Arc::new(CpuMeter::start());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks: Vec<_> = (0..args.clients)
+    let mut tasks: Vec<_> = (0..clients)
         .map(|i| {
             let start_at = started + Duration::from_secs_f64(i as f64 / args.ramp);
             let task = Client {
@@ -537,27 +676,25 @@ where
             })
         })
         .collect();
-    let progress = tokio::spawn(progress(
-        run.clone(),
-        detail,
-        args.clients,
-        started,
-        cpu.clone(),
-    ));
+    let progress = tokio::spawn(progress(run.clone(), clients, started, cpu.clone()));
 
     let interrupted = tokio::select! {
-        _ = tokio::time::sleep_until(hold_end) => false,
+        _ = sample_until(&mut metrics, hold_start, hold_end, S::SAMPLE_EVERY) => false,
         _ = tokio::signal::ctrl_c() => true,
     };
     let hold_ended = Instant::now();
     let cpu_percent = cpu.percent_of_one_core();
     // Sampled while every client is still connected, so sessions and tick cost show the load.
-    let end_of_hold = server_stats::fetch_room(&run.swarm.target, room)
-        .await
-        .unwrap_or_else(|e| {
-            fetch_errors.push(format!("end of hold: {e:#}"));
-            None
-        });
+    let (end_of_hold, metrics_end) = tokio::join!(
+        server_stats::fetch_room(&run.swarm.target, room),
+        metrics.sample(Some("end of hold"))
+    );
+    let end_of_hold = end_of_hold.unwrap_or_else(|e| {
+        fetch_errors.push(format!("end of hold: {e:#}"));
+        None
+    });
+    metrics.end_of_hold = metrics_end;
+    let stopped_at = Instant::now();
     let _ = stop_tx.send(true);
     progress.abort();
 
@@ -579,7 +716,7 @@ where
     }
 
     let observed = Observed {
-        requested: args.clients,
+        requested: clients,
         ramp,
         hold: hold_ended.saturating_duration_since(hold_start),
         wall: started.elapsed(),
@@ -589,6 +726,7 @@ where
         before,
         end_of_hold,
         fetch_errors,
+        metrics,
         nofile,
         warnings,
     };
@@ -597,10 +735,38 @@ where
         outcomes.iter().map(|(conn, _)| conn),
         (tick_rate_hz > 0).then_some(tick_rate_hz),
     );
-    Finished {
+    Ok(Finished {
         run,
         outcomes,
         common,
+        stopped_at,
+        metrics_target,
+    })
+}
+
+/// Waits for the end of the hold, scraping the metrics at the start of the hold and, with
+/// `every`, periodically in between (those only feed the peak RSS).
+async fn sample_until(
+    metrics: &mut Timeline,
+    hold_start: Instant,
+    hold_end: Instant,
+    every: Option<Duration>,
+) {
+    let mut next = every.map(|e| Instant::now() + e);
+    let mut hold_started = false;
+    loop {
+        let milestone = if hold_started { hold_end } else { hold_start };
+        let wake = next.map_or(milestone, |n| n.min(milestone));
+        tokio::time::sleep_until(wake).await;
+        if wake < milestone {
+            metrics.sample(None).await;
+            next = every.map(|e| Instant::now() + e);
+        } else if hold_started {
+            return;
+        } else {
+            hold_started = true;
+            metrics.hold_start = metrics.sample(Some("hold start")).await;
+        }
     }
 }
 
@@ -616,6 +782,7 @@ struct Observed {
     before: Option<RoomStats>,
     end_of_hold: Option<RoomStats>,
     fetch_errors: Vec<String>,
+    metrics: Timeline,
     nofile: Option<proc::NofileLimit>,
     warnings: Vec<String>,
 }
@@ -672,6 +839,9 @@ impl Observed {
                 .iter()
                 .map(|e| format!("GET /rooms failed ({e})")),
         );
+        let tick_p99_us = self.end_of_hold.as_ref().map(|r| r.tick_duration_us.p99);
+        let metrics = self.metrics.summarize(tick_p99_us);
+        warnings.extend(metrics.warnings());
         let head = report::Head {
             timing: report::Timing {
                 ramp_s: report::round2(self.ramp.as_secs_f64()),
@@ -710,6 +880,7 @@ impl Observed {
                 before: self.before,
                 end_of_hold: self.end_of_hold,
                 fetch_errors: self.fetch_errors,
+                metrics,
             },
             client_cpu: report::ClientCpu {
                 percent_of_one_core: self.cpu_percent.map(report::round2),
@@ -741,6 +912,21 @@ mod tests {
     }
 
     #[test]
+    fn checks_the_room_kind() {
+        let welcome = Welcome {
+            room: "arena".into(),
+            room_kind: RoomKind::Game as i32,
+            ..Welcome::default()
+        };
+        assert!(expect_kind(&welcome, RoomKind::Game).is_ok());
+        let fail = expect_kind(&welcome, RoomKind::Chat).unwrap_err();
+        assert_eq!(
+            fail.message(),
+            "wrong room: \"arena\" is a game room, not a chat room"
+        );
+    }
+
+    #[test]
     fn summarizes_connections() {
         let observed = Observed {
             requested: 3,
@@ -753,6 +939,9 @@ mod tests {
             before: None,
             end_of_hold: None,
             fetch_errors: vec!["before: x".into()],
+            metrics: Timeline::new(crate::testing::placeholder_target(
+                "http://127.0.0.1:9/metrics",
+            )),
             nofile: None,
             warnings: vec![],
         };
@@ -782,5 +971,6 @@ mod tests {
             (5.0, 500.0)
         );
         assert_eq!(t.warnings, vec!["GET /rooms failed (before: x)".to_owned()]);
+        assert_eq!(t.server.metrics.samples, 0);
     }
 }

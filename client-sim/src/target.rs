@@ -1,5 +1,6 @@
 //! Where the swarm connects: a `ws://` URL resolved and checked to be on this machine. Every
-//! scenario, and every HTTP request the tool makes, goes to the one [`Target`].
+//! scenario, and every HTTP request the tool makes, goes to the one [`Target`] of `--url`, or
+//! to the operations port's `--metrics-url` (an `http://` URL, checked the same way).
 
 use std::net::SocketAddr;
 
@@ -11,6 +12,8 @@ pub struct Target {
     pub url: String,
     /// `host[:port]` as written, for Host headers and URLs built on the same server.
     pub authority: String,
+    /// Path and query of the URL (`/` when it has none).
+    pub path: String,
     pub addr: SocketAddr,
 }
 
@@ -25,12 +28,33 @@ impl Target {
 /// Parses a `ws://` URL and resolves it, refusing anything that is not loopback: the tool
 /// generates real load and its latency figures assume client and server share a clock.
 pub async fn resolve(url: &str) -> anyhow::Result<Target> {
+    resolve_scheme(url, "ws", "wss").await
+}
+
+/// Parses an `http://` URL (the operations port's metrics) and resolves it, loopback only
+/// like [`resolve`].
+pub async fn resolve_http(url: &str) -> anyhow::Result<Target> {
+    resolve_scheme(url, "http", "https").await
+}
+
+async fn resolve_scheme(url: &str, scheme: &str, tls: &str) -> anyhow::Result<Target> {
     let rest = match url.split_once("://") {
-        Some(("ws", rest)) => rest,
-        Some(("wss", _)) => bail!("{url}: wss:// is not supported; use ws:// to a local server"),
-        _ => bail!("{url}: expected a ws:// URL"),
+        Some((s, rest)) if s == scheme => rest,
+        Some((s, _)) if s == tls => {
+            bail!("{url}: {tls}:// is not supported; use {scheme}:// to a local server")
+        }
+        _ => bail!("{url}: expected a {scheme}:// URL"),
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let path = rest[authority.len()..]
+        .split('#')
+        .next()
+        .unwrap_or_default();
+    let path = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/{path}")
+    };
     ensure!(!authority.is_empty(), "{url}: no host");
     ensure!(
         !authority.contains('@'),
@@ -68,6 +92,7 @@ pub async fn resolve(url: &str) -> anyhow::Result<Target> {
     Ok(Target {
         url: url.to_owned(),
         authority: authority.to_owned(),
+        path,
         addr: addrs[0],
     })
 }
@@ -93,6 +118,7 @@ mod tests {
         let t = resolve("ws://127.0.0.1:18080/ws").await.unwrap();
         assert_eq!(t.addr, "127.0.0.1:18080".parse().unwrap());
         assert_eq!(t.authority, "127.0.0.1:18080");
+        assert_eq!(t.path, "/ws");
         assert_eq!(
             t.ws_url("/ws?session=x"),
             "ws://127.0.0.1:18080/ws?session=x"
@@ -110,6 +136,29 @@ mod tests {
             "ws:///ws",
         ] {
             assert!(resolve(bad).await.is_err(), "{bad} accepted");
+        }
+    }
+
+    #[tokio::test]
+    async fn accepts_only_loopback_http_urls() {
+        let t = resolve_http("http://127.0.0.1:19090/metrics")
+            .await
+            .unwrap();
+        assert_eq!(
+            (t.authority.as_str(), t.path.as_str()),
+            ("127.0.0.1:19090", "/metrics")
+        );
+        assert_eq!(
+            resolve_http("http://[::1]:9?x=1").await.unwrap().path,
+            "/?x=1"
+        );
+        for bad in [
+            "http://10.0.0.1:9090/metrics",
+            "https://127.0.0.1/metrics",
+            "ws://127.0.0.1:9090/metrics",
+            "127.0.0.1:9090/metrics",
+        ] {
+            assert!(resolve_http(bad).await.is_err(), "{bad} accepted");
         }
     }
 

@@ -29,7 +29,9 @@ use self::report::{InitialValues, Quotes, Subscriptions, TickerConfig, Universe}
 use self::track::{FirstValues, Seen, SeqTrack};
 use crate::http;
 use crate::report::{LatencySummary, RateSummary, round2};
-use crate::swarm::{self, Client, Conn, JoinFail, Read, Run, Shards, SwarmArgs, Ws};
+use crate::swarm::{
+    self, Client, Conn, JoinFail, LiveCount, Read, Run, Scenario, Shards, SwarmArgs, Ws,
+};
 use crate::target::{self, Target};
 
 /// A joined client without a Subscriptions ack this long after asking counts as a failed
@@ -58,6 +60,9 @@ impl Flow {
 pub struct TickerArgs {
     #[command(flatten)]
     pub swarm: SwarmArgs,
+    /// Number of simulated trading clients.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub clients: u32,
     /// Ticker room to join.
     #[arg(long, default_value = "ticker")]
     pub room: String,
@@ -95,8 +100,7 @@ struct Shared {
     initial_latency: Shards,
     /// Clients with an ack, and quotes received (for progress).
     subscribed: AtomicU64,
-    quotes: AtomicU64,
-    quotes_at_last_progress: AtomicU64,
+    quotes: LiveCount,
 }
 
 impl Shared {
@@ -170,15 +174,14 @@ struct Outcome {
     updates_per_s: Option<f64>,
 }
 
-impl Shared {
-    /// The scenario's part of the progress line.
+impl Scenario for Shared {
+    const NAME: &'static str = "ticker";
+
     fn progress(&self, secs: f64) -> String {
-        let quotes = self.quotes.load(Relaxed);
-        let before = self.quotes_at_last_progress.swap(quotes, Relaxed);
         format!(
             "subscribed {}  quotes/s {:.0}  feed latency {}",
             self.subscribed.load(Relaxed),
-            quotes.saturating_sub(before) as f64 / secs,
+            self.quotes.rate(secs),
             self.feed_latency.p50_p99()
         )
     }
@@ -254,16 +257,7 @@ async fn join_ticker(
             swarm::join(swarm, conn, &url, None).await?
         }
     };
-    if welcome.room_kind != RoomKind::Ticker as i32 {
-        let kind = RoomKind::try_from(welcome.room_kind).map_or_else(
-            |_| welcome.room_kind.to_string(),
-            |k| k.as_str_name().into(),
-        );
-        return Err(JoinFail::WrongRoom(format!(
-            "{:?} is {kind}, not a ticker room",
-            welcome.room
-        )));
-    }
+    swarm::expect_kind(&welcome, RoomKind::Ticker)?;
     Ok((ws, welcome))
 }
 
@@ -402,7 +396,7 @@ fn on_snapshot(
         }
     });
     shared.feed_latency.record_all(id, latencies);
-    shared.quotes.fetch_add(quotes, Relaxed);
+    shared.quotes.add(quotes);
     if updates > 0 {
         out.window_updates += updates;
         if in_hold {
@@ -436,13 +430,12 @@ fn parse_universe(json: &Value) -> anyhow::Result<Vec<String>> {
 
 /// Runs the scenario to completion (ramp, hold, shutdown) and builds the report.
 pub async fn run(args: TickerArgs) -> anyhow::Result<TickerReport> {
-    args.swarm.check()?;
     ensure!(
         (1..=60_000).contains(&args.initial_window_ms),
         "--initial-window-ms must be between 1 and 60000"
     );
-    let target = target::resolve(&args.swarm.url).await?;
-    let universe = fetch_universe(&target, &args.room).await;
+    let endpoints = args.swarm.endpoints().await?;
+    let universe = fetch_universe(&endpoints.ws, &args.room).await;
     let mut warnings = Vec::new();
     let (names, seed) = match &args.symbol_list {
         Some(list) => {
@@ -492,7 +485,7 @@ pub async fn run(args: TickerArgs) -> anyhow::Result<TickerReport> {
     } else {
         names.len()
     };
-    let join = swarm::join_message(&args.room);
+    let join = swarm::join_message(&args.room, "");
     let initial_window = Duration::from_millis(args.initial_window_ms);
     let shared = Shared {
         room: args.room.clone(),
@@ -507,26 +500,17 @@ pub async fn run(args: TickerArgs) -> anyhow::Result<TickerReport> {
         subscribe_latency: Shards::new(),
         initial_latency: Shards::new(),
         subscribed: AtomicU64::new(0),
-        quotes: AtomicU64::new(0),
-        quotes_at_last_progress: AtomicU64::new(0),
+        quotes: LiveCount::default(),
     };
-    let done = swarm::drive(
-        "ticker",
-        &args.swarm,
-        target,
-        &args.room,
-        shared,
-        run_client,
-        Shared::progress,
-    )
-    .await;
+    let clients = args.clients as usize;
+    let done = swarm::drive(&args.swarm, clients, &args.room, shared, run_client).await?;
     let shared = &done.run.scenario;
     let hold_s = done.common.head.timing.hold_s;
     let config = TickerConfig {
         url: done.run.swarm.target.url.clone(),
         room: args.room,
         flow: args.flow.name(),
-        clients: args.swarm.clients,
+        clients,
         symbols_per_client: per_client,
         symbol_list: args.symbol_list,
         seed,

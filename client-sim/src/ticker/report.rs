@@ -114,6 +114,8 @@ pub struct Quotes {
     pub unexpected_symbols: u64,
 }
 
+crate::report::outcome!(TickerReport);
+
 impl TickerReport {
     pub fn new(common: Common, config: TickerConfig) -> Self {
         TickerReport {
@@ -135,7 +137,6 @@ impl TickerReport {
 
     /// The report as an aligned plain-text table for stdout.
     pub fn table(&self) -> String {
-        let mut t = Table::default();
         let c = &self.config;
         let choice = match (&c.symbol_list, c.seed) {
             (Some(_), _) => "a fixed list".to_owned(),
@@ -145,17 +146,11 @@ impl TickerReport {
                 seed.unwrap_or_default()
             ),
         };
-        t.line(format_args!(
-            "client-sim {}: {} clients -> {} room {:?}, flow {}, {} symbols each ({choice}), {}",
-            self.scenario,
-            c.clients,
-            c.url,
-            c.room,
-            c.flow,
-            c.symbols_per_client,
-            self.head.timing.describe(),
-        ));
-        t.clients(&self.head.clients);
+        let what = format!(
+            "{} clients -> {} room {:?}, flow {}, {} symbols each ({choice})",
+            c.clients, c.url, c.room, c.flow, c.symbols_per_client,
+        );
+        let mut t = Table::titled(self.scenario, what, &self.head);
         let (s, i, q) = (&self.subscriptions, &self.initial_values, &self.quotes);
         t.row(
             "subscriptions",

@@ -1,13 +1,11 @@
 use super::*;
 use crate::report::{ClientCpu, Clients, Common, Head, ServerSide, Tail, Timing, Traffic};
+use crate::server_metrics::ServerMetrics;
 use crate::swarm::Swarm;
+use crate::testing::{TestServer, placeholder_target, swarm_args};
 
 fn target() -> Target {
-    Target {
-        url: "ws://127.0.0.1:18080/ws".into(),
-        authority: "127.0.0.1:18080".into(),
-        addr: "127.0.0.1:18080".parse().unwrap(),
-    }
+    placeholder_target("ws://127.0.0.1:18080/ws")
 }
 
 #[test]
@@ -108,6 +106,7 @@ fn common() -> Common {
                 overruns_during_run: None,
                 skipped_ticks_during_run: None,
                 fetch_errors: vec![],
+                metrics: ServerMetrics::default(),
             },
             client_cpu: ClientCpu {
                 percent_of_one_core: Some(5.0),
@@ -209,15 +208,10 @@ fn summarizes_client_outcomes() {
     assert_eq!(json["subscriptions"]["failed_reasons"]["unknown_symbol"], 1);
 }
 
-fn args(url: String, flow: Flow, symbol_list: Option<Vec<String>>) -> TickerArgs {
+fn args(server: &TestServer, flow: Flow, symbol_list: Option<Vec<String>>) -> TickerArgs {
     TickerArgs {
-        swarm: SwarmArgs {
-            url,
-            clients: 4,
-            ramp: 100.0,
-            duration: 1.0,
-            json: None,
-        },
+        swarm: swarm_args(server, 4, 1.0),
+        clients: 4,
         room: "ticker".into(),
         symbols: 3,
         symbol_list,
@@ -231,15 +225,12 @@ fn args(url: String, flow: Flow, symbol_list: Option<Vec<String>>) -> TickerArgs
 const SYMBOLS: usize = 10;
 
 /// A real tickroom server on ephemeral loopback ports with one ticker room, "ticker": 10
-/// synthetic symbols updating 50 times a second each, at 50 Hz. Cancel the token to stop it.
-async fn real_server() -> (String, tokio_util::sync::CancellationToken) {
+/// synthetic symbols updating 50 times a second each, at 50 Hz.
+async fn real_server() -> TestServer {
     use tickroom::config::RoomConfig;
     use tickroom::feed::{FeedConfig, SyntheticConfig};
     use tickroom::sim::ticker::TickerConfig;
-    let mut config = tickroom::Config::embedded();
-    config.server.listen = "127.0.0.1:0".parse().unwrap();
-    config.server.ops_listen = "127.0.0.1:0".parse().unwrap();
-    config.rooms = vec![RoomConfig::Ticker {
+    crate::testing::real_server(vec![RoomConfig::Ticker {
         name: "ticker".into(),
         ticker: TickerConfig {
             tick_hz: 50,
@@ -250,21 +241,17 @@ async fn real_server() -> (String, tokio_util::sync::CancellationToken) {
                 ..Default::default()
             }),
         },
-    }];
-    let server = tickroom::Server::bind(config).await.unwrap();
-    let url = format!("ws://{}/ws", server.public_addr());
-    let token = server.shutdown_token();
-    tokio::spawn(server.run());
-    (url, token)
+    }])
+    .await
 }
 
 /// Both flows against a real server: everyone subscribes, gets every first value in time,
 /// then a stream of updates in seq order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_quotes_through_both_flows() {
-    let (url, server) = real_server().await;
+    let server = real_server().await;
     for flow in [Flow::Subscribe, Flow::Rest] {
-        let r = run(args(url.clone(), flow, None)).await.unwrap();
+        let r = run(args(&server, flow, None)).await.unwrap();
         let (c, s, i, q) = (
             &r.head.clients,
             &r.subscriptions,
@@ -293,16 +280,19 @@ async fn streams_quotes_through_both_flows() {
         assert_eq!(r.universe.symbols, Some(SYMBOLS));
         assert!(r.tail.server.end_of_hold.is_some());
         assert!(r.tail.warnings.is_empty(), "{:?}", r.tail.warnings);
+        let m = &r.tail.server.metrics;
+        assert!(m.rss_end_of_hold_bytes.unwrap() > 0, "{m:?}");
+        assert!(m.frames_written_per_s.unwrap() > 0.0, "{m:?}");
+        assert!(m.missing_series.is_empty(), "{m:?}");
     }
-    server.cancel();
 }
 
 /// An unknown symbol fails the Subscribe (flow subscribe) or the session POST (flow rest).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_symbols_fail_subscribe_or_session() {
-    let (url, server) = real_server().await;
+    let server = real_server().await;
     let list = Some(vec!["SYM001".to_owned(), "NOPE".to_owned()]);
-    let r = run(args(url.clone(), Flow::Subscribe, list.clone()))
+    let r = run(args(&server, Flow::Subscribe, list.clone()))
         .await
         .unwrap();
     assert_eq!(r.head.clients.connected, 4);
@@ -310,18 +300,17 @@ async fn unknown_symbols_fail_subscribe_or_session() {
     assert_eq!(r.tail.errors["unknown_symbol"], 4);
     assert!(r.tail.warnings[0].contains("NOPE"), "{:?}", r.tail.warnings);
 
-    let r = run(args(url, Flow::Rest, list)).await.unwrap();
+    let r = run(args(&server, Flow::Rest, list)).await.unwrap();
     assert_eq!(r.head.clients.failed_join_reasons["session"], 4);
     let e = r.head.clients.first_join_error.unwrap();
     assert!(e.contains("400") && e.contains("NOPE"), "{e}");
-    server.cancel();
 }
 
 /// An unknown session id is refused with close code 4003 before Welcome.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_session_is_a_rejected_join() {
-    let (url, server) = real_server().await;
-    let target = target::resolve(&url).await.unwrap();
+    let server = real_server().await;
+    let target = target::resolve(&server.url).await.unwrap();
     let now = Instant::now();
     let swarm = Swarm {
         target: target.clone(),
@@ -330,6 +319,7 @@ async fn unknown_session_is_a_rejected_join() {
         live: AtomicU64::new(0),
         frames: AtomicU64::new(0),
         tick_rate_hz: std::sync::atomic::AtomicU32::new(0),
+        reset_on_drop: false,
     };
     let mut conn = Conn::default();
     let url = target.ws_url("/ws?session=nope");
@@ -339,5 +329,4 @@ async fn unknown_session_is_a_rejected_join() {
         .unwrap();
     assert_eq!(fail.message(), "rejected: close code 4003");
     assert_eq!(conn.close_code, Some(4003));
-    server.cancel();
 }
