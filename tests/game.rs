@@ -103,7 +103,7 @@ async fn two_players_see_each_other_and_a_leave_is_a_deletion() {
     let wb = b.join("arena").await;
 
     let created = a
-        .recv_until(|m| matches!(&m.body, Some(SBody::ObjectCreated(c)) if c.object.as_ref().unwrap().id == wb.your_object_id))
+        .recv_until(|m| matches!(&m.body, Some(SBody::ObjectCreated(c)) if c.objects.iter().any(|o| o.id == wb.your_object_id)))
         .await;
     assert!(created.tick > 0);
     let (_, sb) = b.snapshot().await;
@@ -113,7 +113,7 @@ async fn two_players_see_each_other_and_a_leave_is_a_deletion() {
     b.send(Body::Leave(Default::default())).await;
     let deleted = a
         .recv_until(
-            |m| matches!(&m.body, Some(SBody::ObjectDeleted(d)) if d.id == wb.your_object_id),
+            |m| matches!(&m.body, Some(SBody::ObjectDeleted(d)) if d.ids.contains(&wb.your_object_id)),
         )
         .await;
     // Every later snapshot lacks b.

@@ -100,7 +100,7 @@ async fn after_the_grace_period_the_avatar_is_deleted_and_the_token_is_spent() {
     drop(c);
     watcher
         .recv_until(
-            |m| matches!(&m.body, Some(SBody::ObjectDeleted(d)) if d.id == w.your_object_id),
+            |m| matches!(&m.body, Some(SBody::ObjectDeleted(d)) if d.ids.contains(&w.your_object_id)),
         )
         .await;
     // Parked for the grace period, not removed at once.

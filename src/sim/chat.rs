@@ -174,7 +174,10 @@ impl ChatRoom {
     ) -> Result<(), CommandError> {
         let Some(viewer) = self.viewers.get_mut(&session) else {
             // The engine forwards commands of members only; a viewer is made on join.
-            return Err(CommandError::new(ErrorCode::NotInRoom, "join the room first"));
+            return Err(CommandError::new(
+                ErrorCode::NotInRoom,
+                "join the room first",
+            ));
         };
         let Some(name) = viewer.name.clone() else {
             return Err(CommandError::new(

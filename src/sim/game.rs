@@ -424,23 +424,30 @@ impl Simulation for GameRoom {
     }
 
     fn replicate(&mut self, ctx: &mut RoomCore) {
+        // One message each for the tick's creations and deletions, however many: a burst
+        // of joins must not cost every member a reliable frame per join.
         let mut deleted = std::mem::take(&mut self.deleted);
+        let mut created = Vec::new();
         for id in std::mem::take(&mut self.created) {
             if let Some(pos) = deleted.iter().position(|d| *d == id) {
                 // Created and deleted within one tick: nobody needs to hear of it.
                 deleted.remove(pos);
             } else if let Ok(i) = self.entities.binary_search_by_key(&id, |e| e.id) {
-                let object = self.entities[i].object();
-                ctx.broadcast(
-                    WORLD,
-                    ServerBody::ObjectCreated(ObjectCreated {
-                        object: Some(object),
-                    }),
-                );
+                created.push(self.entities[i].object());
             }
         }
-        for id in deleted {
-            ctx.broadcast(WORLD, ServerBody::ObjectDeleted(ObjectDeleted { id }));
+        if !created.is_empty() {
+            created.sort_unstable_by_key(|o| o.id);
+            ctx.broadcast(
+                WORLD,
+                ServerBody::ObjectCreated(ObjectCreated { objects: created }),
+            );
+        }
+        if !deleted.is_empty() {
+            ctx.broadcast(
+                WORLD,
+                ServerBody::ObjectDeleted(ObjectDeleted { ids: deleted }),
+            );
         }
         if !self.changed {
             return;
@@ -589,9 +596,31 @@ mod tests {
         }
         assert!(r.sim().position(w.your_object_id).is_none());
         let deleted = drain(&watcher).into_iter().any(
-            |m| matches!(m.body, Some(ServerBody::ObjectDeleted(d)) if d.id == w.your_object_id),
+            |m| matches!(m.body, Some(ServerBody::ObjectDeleted(d)) if d.ids.contains(&w.your_object_id)),
         );
         assert!(deleted, "the watcher hears of the deletion");
+    }
+
+    #[test]
+    fn a_burst_of_joins_is_one_created_message_per_tick_for_each_member() {
+        let mut r = room(GameConfig::default());
+        r.begin_tick(1, 0);
+        let first = join(&mut r, 1, "");
+        r.run_tick();
+        drain(&first);
+        r.begin_tick(2, 0);
+        for s in 2..=21 {
+            join(&mut r, s, "");
+        }
+        r.run_tick();
+        let created: Vec<_> = drain(&first)
+            .into_iter()
+            .filter_map(|m| match m.body {
+                Some(ServerBody::ObjectCreated(c)) => Some(c.objects.len()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(created, [20], "20 joins, one message");
     }
 
     #[test]
