@@ -10,6 +10,7 @@ pub mod config;
 pub mod engine;
 pub mod feed;
 pub mod http;
+pub mod memory;
 pub mod metrics;
 pub mod moderation;
 pub mod outbox;

@@ -119,15 +119,20 @@ impl Server {
         ));
 
         // Histograms are summarised lazily; upkeep keeps their memory bounded between scrapes.
-        // Expired prepared sessions go too, so unused ones cost nothing after their ttl.
+        // Expired prepared sessions go too, so unused ones cost nothing after their ttl, and
+        // after a large drop in connections freed memory goes back to the system.
         let upkeep = tokio::spawn({
             let hub = hub.clone();
             async move {
                 let mut every = tokio::time::interval(Duration::from_secs(5));
+                let mut trimmer = crate::memory::Trimmer::default();
                 loop {
                     every.tick().await;
                     hub.metrics.run_upkeep();
                     hub.prepared.sweep(std::time::Instant::now());
+                    if trimmer.observe(hub.active()) {
+                        tracing::debug!(connections = hub.active(), "returned freed memory");
+                    }
                 }
             }
         });
