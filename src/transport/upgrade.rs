@@ -21,11 +21,12 @@ use crate::config::SessionConfig;
 pub struct ConnGuard(#[allow(dead_code)] pub Arc<tokio::sync::OwnedSemaphorePermit>);
 
 /// WebSocket limits for one session: small buffers, since an idle session should cost a
-/// few KB, and messages capped at the configured size (larger ones close with 1009).
+/// few KB (client messages are small; the read buffer grows while a larger one arrives), and
+/// messages capped at the configured size (larger ones close with 1009).
 pub fn ws_config(cfg: &SessionConfig) -> WebSocketConfig {
     let max = cfg.max_message_bytes;
     WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(1024)
         .write_buffer_size(64 * 1024)
         .max_write_buffer_size(64 * 1024 * 1024)
         .max_message_size(Some(max))
