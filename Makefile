@@ -14,6 +14,10 @@ FLAME_SECONDS ?= 10
 FLAME_FREQUENCY ?= 99
 # true keeps samples inside libc (system calls); see docs/operations.md before using it.
 FLAME_LIBC ?= false
+# A server already on the load ports would be measured instead of the one we start.
+PORTS_FREE = for p in $(LOAD_PORT) $(LOAD_OPS_PORT); do \
+	if curl -s -o /dev/null --max-time 1 http://127.0.0.1:$$p/; then \
+		echo "port $$p is in use: stop what listens there or set LOAD_PORT/LOAD_OPS_PORT" >&2; exit 1; fi; done
 
 .PHONY: run test lint fmt build release bench load flamegraph clean
 
@@ -44,7 +48,7 @@ bench:
 
 ## load: release server pinned to core $(SERVER_CPU), client-sim $(SCENARIO) pinned to core $(CLIENT_CPU)
 load: release
-	@ulimit -n $$(ulimit -Hn); \
+	@$(PORTS_FREE); ulimit -n $$(ulimit -Hn); \
 	taskset -c $(SERVER_CPU) target/release/tickroom serve \
 		--listen 127.0.0.1:$(LOAD_PORT) --ops-listen 127.0.0.1:$(LOAD_OPS_PORT) --log warn & \
 	pid=$$!; trap 'kill $$pid 2>/dev/null' EXIT; \
@@ -54,7 +58,7 @@ load: release
 
 ## flamegraph: CPU flamegraph of the release server under a client-sim game swarm -> results/flamegraph-*.svg
 flamegraph: release
-	@mkdir -p results; ulimit -n $$(ulimit -Hn); \
+	@$(PORTS_FREE); mkdir -p results; ulimit -n $$(ulimit -Hn); \
 	taskset -c $(SERVER_CPU) target/release/tickroom serve \
 		--listen 127.0.0.1:$(LOAD_PORT) --ops-listen 127.0.0.1:$(LOAD_OPS_PORT) --log warn & \
 	pid=$$!; trap 'kill $$pid 2>/dev/null' EXIT; \
