@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::ensure;
 use futures_util::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
 use tickroom_proto::Message as _;
 use tickroom_proto::v1::{ClientMessage, Input, client_message, object, server_message};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -48,11 +49,15 @@ impl Scenario for Shared {
     fn progress(&self, _: f64) -> String {
         format!("snapshot latency {}", self.snapshot_latency.p50_p99())
     }
+
+    fn shards(&self) -> Vec<&Shards> {
+        vec![&self.snapshot_latency, &self.ack_latency]
+    }
 }
 
 /// One client's own results, handed back when its task ends. Latencies went to the shared
 /// shards.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Outcome {
     /// Snapshots in the measurement window, the first included.
     snapshots: u64,
@@ -240,7 +245,7 @@ mod tests {
         assert_eq!(rate.clients, 5);
         assert!(rate.median > 40.0 && rate.max < 61.0, "{rate:?}");
         assert!(r.inputs.acked > 0 && r.input_ack_latency_us.samples > 0);
-        let m = &r.tail.server.metrics;
+        let m = r.tail.server.metrics.as_ref().unwrap();
         assert!(m.rss_end_of_hold_bytes.unwrap() > 0, "{m:?}");
         assert!(m.cpu_percent_of_one_core.is_some(), "{m:?}");
         assert!(m.frames_written_per_s.unwrap() > 0.0, "{m:?}");

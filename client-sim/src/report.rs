@@ -24,8 +24,8 @@ pub fn latency_histogram() -> Histogram<u64> {
 
 /// What `main` needs of every scenario's report.
 pub trait Outcome: Serialize {
-    /// The table to print, the report's head, and the URL the run targeted.
-    fn summary(&self) -> (String, &Head, &str);
+    /// The table to print, the clients that connected, and the URL the run targeted.
+    fn summary(&self) -> (String, u64, &str);
 
     /// Why the run failed although clients connected (printed, and the exit status).
     fn failure(&self) -> Option<String> {
@@ -37,8 +37,8 @@ pub trait Outcome: Serialize {
 macro_rules! outcome {
     ($report:ty) => {
         impl $crate::report::Outcome for $report {
-            fn summary(&self) -> (String, &$crate::report::Head, &str) {
-                (self.table(), &self.head, &self.config.url)
+            fn summary(&self) -> (String, u64, &str) {
+                (self.table(), self.head.clients.connected, &self.config.url)
             }
         }
     };
@@ -83,6 +83,10 @@ pub struct Tail {
     pub decode_errors: u64,
     pub server: ServerSide,
     pub client_cpu: ClientCpu,
+    pub client_processes: ClientProcesses,
+    /// Limits of the client side that shaped the run (`open_files`, `ephemeral_ports`,
+    /// `client_cpu`); empty when nothing but the server did.
+    pub client_limits: Vec<&'static str>,
     pub warnings: Vec<String>,
 }
 
@@ -172,8 +176,10 @@ pub struct ServerSide {
     pub skipped_ticks_during_run: Option<u64>,
     /// Why a sample is missing.
     pub fetch_errors: Vec<String>,
-    /// What the server's Prometheus metrics say about the hold.
-    pub metrics: ServerMetrics,
+    /// What the server's Prometheus metrics say about the hold; absent in a part of the mix
+    /// (the mix report has them once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<ServerMetrics>,
 }
 
 #[derive(Debug, Serialize)]
@@ -183,6 +189,27 @@ pub struct ClientCpu {
     pub cores: usize,
     /// Above 90 % of `cores`: the figures may show the simulator's limit, not the server's.
     pub saturated: bool,
+}
+
+/// How the clients ran.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientProcesses {
+    /// Processes holding the clients: 1 is this one; more are worker processes.
+    pub workers: u32,
+    /// Loopback addresses the clients connected from (1: the kernel's choice).
+    pub source_ips: u8,
+    /// Each worker's CPU over ramp and hold (100 = one core), in worker order.
+    pub worker_cpu_percent: Vec<Option<f64>>,
+}
+
+impl Default for ClientProcesses {
+    fn default() -> Self {
+        ClientProcesses {
+            workers: 1,
+            source_ips: 1,
+            worker_cpu_percent: Vec::new(),
+        }
+    }
 }
 
 /// Percentiles of a latency histogram, in µs.
@@ -467,16 +494,10 @@ impl Table {
                 format!("{o} overruns, {s} skipped ticks"),
             );
         }
-        self.server_metrics(&sv.metrics);
-        self.row(
-            "client cpu",
-            format!(
-                "{} of one core ({} cores available)",
-                cpu.percent_of_one_core
-                    .map_or("?".into(), |p| format!("{p:.0} %")),
-                cpu.cores,
-            ),
-        );
+        if let Some(m) = &sv.metrics {
+            self.server_metrics(m);
+        }
+        self.client_cpu(cpu, &tail.client_processes);
         for w in &tail.warnings {
             self.line(format_args!("WARNING: {w}"));
         }
@@ -484,6 +505,36 @@ impl Table {
 }
 
 impl Table {
+    /// Client CPU, and the worker processes and source addresses when there are more than
+    /// one.
+    pub fn client_cpu(&mut self, cpu: &ClientCpu, p: &ClientProcesses) {
+        let pct = |p: Option<f64>| p.map_or("?".into(), |p| format!("{p:.0} %"));
+        self.row(
+            "client cpu",
+            format!(
+                "{} of one core ({} cores available)",
+                pct(cpu.percent_of_one_core),
+                cpu.cores,
+            ),
+        );
+        if p.workers > 1 || p.source_ips > 1 {
+            let each: Vec<String> = p.worker_cpu_percent.iter().map(|&c| pct(c)).collect();
+            self.row(
+                "client processes",
+                format!(
+                    "{} workers (cpu {}), {} source addresses",
+                    p.workers,
+                    if each.is_empty() {
+                        "-".into()
+                    } else {
+                        each.join(", ")
+                    },
+                    p.source_ips
+                ),
+            );
+        }
+    }
+
     /// The rows of the server's Prometheus figures.
     pub fn server_metrics(&mut self, m: &ServerMetrics) {
         if m.samples == 0 {
@@ -679,13 +730,19 @@ mod tests {
                     overruns_during_run: Some(2),
                     skipped_ticks_during_run: Some(1),
                     fetch_errors: vec!["x".into()],
-                    metrics: sample_metrics(),
+                    metrics: Some(sample_metrics()),
                 },
                 client_cpu: ClientCpu {
                     percent_of_one_core: Some(42.5),
                     cores: 2,
                     saturated: false,
                 },
+                client_processes: ClientProcesses {
+                    workers: 2,
+                    source_ips: 1,
+                    worker_cpu_percent: vec![Some(20.4), None],
+                },
+                client_limits: vec!["client_cpu"],
                 warnings: vec!["w1".into()],
             },
             nofile: None,

@@ -1,20 +1,21 @@
-//! What every scenario shares: the common command-line options, the run's timeline (ramp,
-//! hold, grace), the WebSocket connect + join handshake, per-connection counters (frames,
-//! bytes, errors, close codes), sharded latency histograms, the live progress line, the
-//! server samples (`GET /rooms` and `--metrics-url`) before and at the end of the hold, and
-//! the parts of the report that do not depend on the scenario. A scenario hands [`drive`] its
-//! state (a [`Scenario`]: name and part of the progress line) and its per-client task.
+//! What every client of every scenario shares: the common command-line options, the
+//! WebSocket connect + join handshake (from one of `--source-ips` loopback addresses), the
+//! per-connection counters (frames, bytes, errors, close codes), sharded latency histograms
+//! and the polite or abrupt close. [`crate::drive`] runs a scenario's clients over the run's
+//! timeline with these.
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::ensure;
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
 use tickroom_proto::Message as _;
 use tickroom_proto::v1::{
     ClientMessage, ErrorCode, Join, RoomKind, ServerMessage, Welcome, client_message,
@@ -27,16 +28,14 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use crate::proc::{self, CpuMeter};
-use crate::report::{self, Common};
-use crate::server_metrics::Timeline;
-use crate::server_stats::{self, RoomStats};
+use crate::drive::Joint;
+pub use crate::drive::{Client, Run, Scenario, drive};
+use crate::report;
 use crate::target::{self, Target};
+use crate::workers::WorkerFlags;
 
 /// A client without a Welcome this long after it started connecting counts as a failed join.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
-/// After the hold, clients get this long to close and report before they are aborted.
-const GRACE: Duration = Duration::from_secs(3);
 /// Time allowed for a polite close handshake per client.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// A rate over a shorter window is noise, not a rate.
@@ -47,25 +46,76 @@ const SHARDS: usize = 16;
 /// Read chunk per socket (see [`join`]).
 const READ_BUFFER_BYTES: usize = 16 * 1024;
 
-/// Options every scenario takes (how many clients is the scenario's own option).
+/// Clients per source address past which `--source-ips` defaults to more than one: one
+/// address has about 28,000 ephemeral ports towards one server port.
+const CLIENTS_PER_SOURCE_IP: usize = 25_000;
+
+/// Where a run goes, from where, and where its report goes: every scenario takes these.
 #[derive(clap::Args, Debug, Clone)]
-pub struct SwarmArgs {
+pub struct TargetArgs {
     /// WebSocket URL of the server; must resolve to a loopback address.
     #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
     pub url: String,
+    /// The server's Prometheus metrics (its operations port); must resolve to a loopback
+    /// address. A failed scrape is a warning, not an error.
+    #[arg(long, default_value = "http://127.0.0.1:9090/metrics")]
+    pub metrics_url: String,
+    /// Bind client sockets to 127.0.0.1 .. 127.0.0.K (client i to 127.0.0.(1 + i % K)), past
+    /// one address's ephemeral ports. Default: one address per 25,000 clients.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=254))]
+    pub source_ips: Option<u8>,
+    /// Also write the full report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+impl TargetArgs {
+    /// Resolves both URLs (loopback only).
+    pub async fn endpoints(&self) -> anyhow::Result<Endpoints> {
+        Ok(Endpoints {
+            ws: target::resolve(&self.url).await?,
+            metrics: target::resolve_http(&self.metrics_url).await?,
+        })
+    }
+
+    /// `--source-ips`, or its default for `clients` clients; more than one needs an IPv4
+    /// target.
+    pub fn source_ips(&self, clients: usize, ws: &Target) -> anyhow::Result<u8> {
+        let auto = clients.div_ceil(CLIENTS_PER_SOURCE_IP).clamp(1, 254) as u8;
+        let k = self.source_ips.unwrap_or(auto);
+        ensure!(
+            k == 1 || ws.addr.is_ipv4(),
+            "--source-ips {k} needs an IPv4 loopback --url (127.x.x.x), not {}",
+            ws.addr
+        );
+        Ok(k)
+    }
+}
+
+/// Options every scenario with a ramp and a hold takes (how many clients is the scenario's
+/// own option).
+#[derive(clap::Args, Debug, Clone)]
+pub struct SwarmArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Clients started per second during the ramp.
     #[arg(long, default_value_t = 500.0)]
     pub ramp: f64,
     /// Seconds to hold after the ramp, all clients connected.
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
-    /// The server's Prometheus metrics (its operations port); must resolve to a loopback
-    /// address. A failed scrape is a warning, not an error.
-    #[arg(long, default_value = "http://127.0.0.1:9090/metrics")]
-    pub metrics_url: String,
-    /// Also write the full report as JSON to this file.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
+    /// Client processes sharing the clients (and the ramp). Default: as many as the
+    /// open-file limit needs (one client is one socket).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub workers: Option<u32>,
+    #[command(flatten)]
+    pub worker: WorkerFlags,
+    /// The command line after the program name, which worker processes are started with.
+    #[arg(skip)]
+    pub argv: Vec<String>,
+    /// Set when this run is part of a larger one (the mix scenario).
+    #[arg(skip)]
+    pub joint: Option<Joint>,
 }
 
 impl SwarmArgs {
@@ -81,17 +131,14 @@ impl SwarmArgs {
         Ok(())
     }
 
-    fn ramp_time(&self, clients: usize) -> Duration {
+    pub fn ramp_time(&self, clients: usize) -> Duration {
         Duration::from_secs_f64(clients as f64 / self.ramp)
     }
 
     /// Checks the options and resolves both URLs (loopback only).
     pub async fn endpoints(&self) -> anyhow::Result<Endpoints> {
         self.check()?;
-        Ok(Endpoints {
-            ws: target::resolve(&self.url).await?,
-            metrics: target::resolve_http(&self.metrics_url).await?,
-        })
+        self.target.endpoints().await
     }
 }
 
@@ -100,19 +147,6 @@ impl SwarmArgs {
 pub struct Endpoints {
     pub ws: Target,
     pub metrics: Target,
-}
-
-/// What every client task of a scenario shares: the swarm and the scenario's own state.
-pub struct Run<S> {
-    pub swarm: Swarm,
-    pub scenario: S,
-}
-
-/// What one client task gets: its number, the run, and the signal to stop.
-pub struct Client<S> {
-    pub id: usize,
-    pub run: Arc<Run<S>>,
-    pub stop: watch::Receiver<bool>,
 }
 
 /// The run's timeline and the counters every client updates.
@@ -126,8 +160,11 @@ pub struct Swarm {
     /// Frames received so far (for progress).
     pub frames: AtomicU64,
     pub tick_rate_hz: AtomicU32,
-    /// Sockets linger 0, so that dropping one resets the connection (no close frame, no FIN).
+    /// Clients leave by dropping the socket with linger 0, which resets the connection (no
+    /// close frame, no FIN).
     pub reset_on_drop: bool,
+    /// Client `i` connects from 127.0.0.(1 + i % source_ips) (1: no bind, the kernel picks).
+    pub source_ips: u8,
 }
 
 impl Swarm {
@@ -142,6 +179,14 @@ impl Swarm {
 
     pub fn in_hold(&self, now: Instant) -> bool {
         now >= self.hold_start && now < self.hold_end
+    }
+
+    /// The address client `id` binds to, when there is more than one.
+    fn source_of(&self, id: usize) -> Option<IpAddr> {
+        (self.source_ips > 1).then(|| {
+            let host = 1 + (id % usize::from(self.source_ips)) as u8;
+            IpAddr::V4(Ipv4Addr::new(127, 0, 0, host))
+        })
     }
 }
 
@@ -168,6 +213,15 @@ impl Shards {
             .unwrap_or_else(|e| e.into_inner());
         for v in us {
             h.saturating_record(v);
+        }
+    }
+
+    /// Adds the `(value, count)` buckets of another process's histogram
+    /// ([`crate::wire::buckets`]).
+    pub fn absorb(&self, buckets: &[(u64, u64)]) {
+        let mut h = self.0[0].lock().unwrap_or_else(|e| e.into_inner());
+        for &(v, n) in buckets {
+            h.saturating_record_n(v, n);
         }
     }
 
@@ -213,9 +267,13 @@ impl LiveCount {
 }
 
 /// Why a client never got into the room.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub enum JoinFail {
     Connect(String),
+    /// The client ran out of file descriptors (the open-file limit).
+    OpenFiles(String),
+    /// No ephemeral port was left on the source address (EADDRNOTAVAIL).
+    Ports(String),
     Timeout,
     Rejected(String),
     Closed(String),
@@ -229,6 +287,8 @@ impl JoinFail {
     pub fn kind(&self) -> &'static str {
         match self {
             JoinFail::Connect(_) => "connect",
+            JoinFail::OpenFiles(_) => OPEN_FILES,
+            JoinFail::Ports(_) => EPHEMERAL_PORTS,
             JoinFail::Timeout => "timeout",
             JoinFail::Rejected(_) => "rejected",
             JoinFail::Closed(_) => "closed",
@@ -237,9 +297,27 @@ impl JoinFail {
         }
     }
 
+    /// A connect that failed: out of descriptors and out of ports are the client's limits.
+    fn connect(e: &std::io::Error) -> JoinFail {
+        // EMFILE and ENFILE; EADDRNOTAVAIL.
+        match e.raw_os_error() {
+            Some(24 | 23) => JoinFail::OpenFiles(e.to_string()),
+            Some(99) => JoinFail::Ports(e.to_string()),
+            _ => JoinFail::Connect(e.to_string()),
+        }
+    }
+
     pub fn message(&self) -> String {
         match self {
             JoinFail::Connect(m) => format!("connect: {m}"),
+            JoinFail::OpenFiles(m) => format!(
+                "connect: {m}: out of file descriptors (the open-file limit); fewer clients per \
+                 process (--workers) would fit"
+            ),
+            JoinFail::Ports(m) => format!(
+                "connect: {m}: out of ephemeral ports on the source address; spread the \
+                 clients over more addresses with --source-ips K"
+            ),
             JoinFail::Timeout => format!("no Welcome within {JOIN_TIMEOUT:?}"),
             JoinFail::Rejected(m) => format!("rejected: {m}"),
             JoinFail::Closed(m) => format!("closed before Welcome: {m}"),
@@ -249,8 +327,13 @@ impl JoinFail {
     }
 }
 
+/// The failed-join reason of a client that ran out of file descriptors.
+pub const OPEN_FILES: &str = "open_files";
+/// The failed-join reason of a client that ran out of ephemeral ports.
+pub const EPHEMERAL_PORTS: &str = "ephemeral_ports";
+
 /// One client's connection-level results; latencies went to shared shards.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Conn {
     pub join_fail: Option<JoinFail>,
     pub joined: bool,
@@ -384,6 +467,12 @@ pub fn join_message(room: &str, name: &str) -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// Whether a binary frame is a Snapshot (decoding it whole).
+pub fn is_snapshot(frame: &[u8]) -> bool {
+    let body = ServerMessage::decode(frame).ok().and_then(|m| m.body);
+    matches!(body, Some(server_message::Body::Snapshot(_)))
+}
+
 /// Fails a join whose room is not of the kind the scenario drives.
 pub fn expect_kind(welcome: &Welcome, kind: RoomKind) -> Result<(), JoinFail> {
     if welcome.room_kind == kind as i32 {
@@ -412,12 +501,13 @@ pub fn expect_kind(welcome: &Welcome, kind: RoomKind) -> Result<(), JoinFail> {
 pub async fn join(
     swarm: &Swarm,
     conn: &mut Conn,
+    client: usize,
     url: &str,
     hello: Option<Vec<u8>>,
 ) -> Result<(Ws, Welcome), JoinFail> {
-    let tcp = connect(swarm.target.addr, swarm.reset_on_drop)
+    let tcp = connect(swarm.target.addr, swarm.source_of(client))
         .await
-        .map_err(|e| JoinFail::Connect(e.to_string()))?;
+        .map_err(|e| JoinFail::connect(&e))?;
     // tungstenite's default 128 KiB read buffer per socket would dominate memory in a large
     // swarm; server frames are a few KiB, and the buffer still grows for larger frames.
     let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
@@ -449,16 +539,15 @@ pub async fn join(
     }
 }
 
-/// A TCP connection to `addr`; with `reset_on_drop`, SO_LINGER 0 is set before connecting so
-/// that dropping the stream sends RST, like a crashed client or a dead network.
-async fn connect(addr: std::net::SocketAddr, reset_on_drop: bool) -> std::io::Result<TcpStream> {
+/// A TCP connection to `addr`, from `source` (any port) when given.
+async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
-    if reset_on_drop {
-        socket.set_zero_linger()?;
+    if let Some(ip) = source {
+        socket.bind(SocketAddr::new(ip, 0))?;
     }
     // Client messages are a few bytes each; Nagle would hold them back and inflate latency.
     socket.set_nodelay(true)?;
@@ -476,7 +565,7 @@ pub async fn enter(
     kind: Option<RoomKind>,
 ) -> Option<(Ws, Welcome)> {
     let attempt = async {
-        let (ws, welcome) = join(swarm, conn, &swarm.target.url, Some(hello)).await?;
+        let (ws, welcome) = join(swarm, conn, client, &swarm.target.url, Some(hello)).await?;
         if let Some(kind) = kind {
             expect_kind(&welcome, kind)?;
         }
@@ -525,13 +614,92 @@ impl Conn {
     }
 }
 
+/// How a [`hold`] session behaves.
+pub struct Holding<'a> {
+    pub hello: Vec<u8>,
+    /// Gets the connect → Welcome latency, µs.
+    pub join_latency: Option<&'a Shards>,
+    /// Gets the connect → first Snapshot latency, µs (frames after it are not decoded).
+    pub first_snapshot: Option<&'a Shards>,
+    /// Leave this long after the first snapshot (or [`JOIN_TIMEOUT`] after joining without
+    /// one) rather than at the stop.
+    pub stay: Option<Duration>,
+    /// Leave with RST (so does every client of a [`Swarm::reset_on_drop`] swarm).
+    pub reset: bool,
+}
+
+/// What a [`hold`] session saw.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Held {
+    /// A snapshot came.
+    pub snapshot: bool,
+    /// WebSocket pings received during the hold (tungstenite answers every ping while
+    /// reading).
+    pub pings: u64,
+    /// It left with RST.
+    pub reset: bool,
+}
+
+/// A session that joins and then only reads, which keeps its heartbeat, until it leaves
+/// (see [`Holding`]).
+pub async fn hold<S>(client: Client<S>, how: Holding<'_>) -> (Conn, Held) {
+    let Client { id, run, mut stop } = client;
+    let swarm = &run.swarm;
+    let (mut conn, mut out) = (Conn::default(), Held::default());
+    let started = Instant::now();
+    let Some((mut ws, _)) = enter(swarm, &mut conn, id, &mut stop, how.hello, None).await else {
+        return (conn, out);
+    };
+    if let Some(shards) = how.join_latency {
+        shards.record(id, started.elapsed().as_micros() as u64);
+    }
+    let mut leave_at = how.stay.map(|_| Instant::now() + JOIN_TIMEOUT);
+    let mut server_closed = false;
+    loop {
+        let leave = tokio::time::sleep_until(leave_at.unwrap_or_else(Instant::now));
+        tokio::select! {
+            item = ws.next() => {
+                let ping = matches!(&item, Some(Ok(Message::Ping(_))));
+                out.pings += u64::from(ping && swarm.in_hold(Instant::now()));
+                match conn.skim(swarm, item) {
+                    Ok(Some((b, now))) if !out.snapshot && how.first_snapshot.is_some() && is_snapshot(&b) => {
+                        out.snapshot = true;
+                        let us = now.duration_since(started).as_micros() as u64;
+                        how.first_snapshot.inspect(|s| s.record(id, us));
+                        leave_at = how.stay.map(|stay| now + stay);
+                    }
+                    Ok(_) => {}
+                    Err(end) => {
+                        server_closed = conn.ended(id, end);
+                        break;
+                    }
+                }
+            }
+            _ = leave, if leave_at.is_some() => break,
+            _ = stop.changed() => break,
+        }
+    }
+    out.reset = (how.reset || swarm.reset_on_drop) && !server_closed;
+    close(swarm, ws, server_closed, out.reset).await;
+    (conn, out)
+}
+
+/// A joined client leaves, as [`Swarm::reset_on_drop`] says (see [`close`]).
+pub async fn leave(swarm: &Swarm, ws: Ws, server_closed: bool) {
+    close(swarm, ws, server_closed, swarm.reset_on_drop).await;
+}
+
 /// A joined client leaves: it no longer counts as connected and closes politely, so the
 /// server logs a client close, not a lost peer; after a server close, polling sends
-/// tungstenite's queued close reply. With [`Swarm::reset_on_drop`] it just drops the socket
-/// (RST, no close frame).
-pub async fn leave(swarm: &Swarm, mut ws: Ws, server_closed: bool) {
+/// tungstenite's queued close reply. With `reset` it drops the socket with SO_LINGER 0
+/// instead: the kernel sends RST, no close frame and no FIN, as when a client crashes or its
+/// network dies.
+pub async fn close(swarm: &Swarm, mut ws: Ws, server_closed: bool, reset: bool) {
     swarm.live.fetch_sub(1, Relaxed);
-    if swarm.reset_on_drop {
+    if reset {
+        if let Err(e) = ws.get_ref().set_zero_linger() {
+            tracing::debug!("SO_LINGER 0 failed, closing with FIN: {e}");
+        }
         return;
     }
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
@@ -541,360 +709,6 @@ pub async fn leave(swarm: &Swarm, mut ws: Ws, server_closed: bool) {
         while let Some(Ok(_)) = ws.next().await {}
     })
     .await;
-}
-
-/// Prints one line a second on stderr until aborted, the scenario's part included.
-async fn progress<S: Scenario>(
-    run: Arc<Run<S>>,
-    clients: usize,
-    started: Instant,
-    cpu: Arc<CpuMeter>,
-) {
-    let swarm = &run.swarm;
-    let mut timer =
-        tokio::time::interval_at(started + Duration::from_secs(1), Duration::from_secs(1));
-    let mut last = (started, 0u64);
-    loop {
-        let now = timer.tick().await;
-        let frames = swarm.frames.load(Relaxed);
-        let secs = (now - last.0).as_secs_f64().max(1e-3);
-        let rate = (frames - last.1) as f64 / secs;
-        last = (now, frames);
-        let phase = if now < swarm.hold_start {
-            "ramp"
-        } else {
-            "hold"
-        };
-        eprintln!(
-            "[{:>5.1}s {phase}] connected {}/{clients}  frames/s {rate:.0}  {}  cpu {}",
-            (now - started).as_secs_f64(),
-            swarm.live.load(Relaxed),
-            run.scenario.progress(secs),
-            cpu.percent_of_one_core()
-                .map_or("?".into(), |p| format!("{p:.0} %")),
-        );
-    }
-}
-
-/// What a finished run hands back to its scenario: each client's connection and own
-/// results.
-pub struct Finished<S, O> {
-    pub run: Arc<Run<S>>,
-    pub outcomes: Vec<(Conn, O)>,
-    pub common: Common,
-    /// When the clients were told to stop (the spike scenario's sockets dropped then).
-    pub stopped_at: Instant,
-    /// `--metrics-url`, resolved.
-    pub metrics_target: Target,
-}
-
-/// What [`drive`] needs to know of a scenario's shared state.
-pub trait Scenario: Send + Sync + 'static {
-    /// The scenario's name (progress lines).
-    const NAME: &'static str;
-    /// Also scrape the metrics this often during ramp and hold (for the peak RSS).
-    const SAMPLE_EVERY: Option<Duration> = None;
-    /// See [`Swarm::reset_on_drop`].
-    const RESET_ON_DROP: bool = false;
-
-    /// The scenario's part of the progress line, `secs` after the previous one.
-    fn progress(&self, secs: f64) -> String;
-}
-
-/// Runs a scenario to completion (ramp, hold, shutdown): samples the room and the server's
-/// metrics before, starts `client` for each of `clients` clients (ids `0..clients`) over the
-/// ramp, prints progress, samples the metrics at the start of the hold and both at its end,
-/// stops the clients and collects their outcomes.
-pub async fn drive<S, O, F>(
-    args: &SwarmArgs,
-    clients: usize,
-    room: &str,
-    scenario: S,
-    client: fn(Client<S>) -> F,
-) -> anyhow::Result<Finished<S, O>>
-where
-    S: Scenario,
-    O: Send + 'static,
-    F: Future<Output = (Conn, O)> + Send + 'static,
-{
-    let name = S::NAME;
-    let endpoints = args.endpoints().await?;
-    let metrics_target = endpoints.metrics.clone();
-    let mut warnings = Vec::new();
-    let nofile = proc::nofile_limit();
-    if let Some(w) = nofile.and_then(|l| l.warning(clients)) {
-        eprintln!("warning: {w}");
-        warnings.push(w);
-    }
-
-    let mut fetch_errors = Vec::new();
-    let before = server_stats::fetch_room(&endpoints.ws, room)
-        .await
-        .unwrap_or_else(|e| {
-            fetch_errors.push(format!("before: {e:#}"));
-            None
-        });
-    let mut metrics = Timeline::new(endpoints.metrics);
-    metrics.before = metrics.sample(Some("before")).await;
-
-    let ramp = args.ramp_time(clients);
-    let started = Instant::now();
-    let hold_start = started + ramp;
-    let hold_end = hold_start + Duration::from_secs_f64(args.duration);
-    eprintln!(
-        "client-sim {name}: {clients} clients -> {} ({}), room {room:?}, ramp {:.1} s, hold {:.1} s",
-        endpoints.ws.url,
-        endpoints.ws.addr,
-        ramp.as_secs_f64(),
-        args.duration
-    );
-    let run = Arc::new(Run {
-        swarm: Swarm {
-            target: endpoints.ws,
-            hold_start,
-            hold_end,
-            live: AtomicU64::new(0),
-            frames: AtomicU64::new(0),
-            tick_rate_hz: AtomicU32::new(0),
-            reset_on_drop: S::RESET_ON_DROP,
-        },
-        scenario,
-    });
-    let cpu = Arc::new(CpuMeter::start());
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks: Vec<_> = (0..clients)
-        .map(|i| {
-            let start_at = started + Duration::from_secs_f64(i as f64 / args.ramp);
-            let task = Client {
-                id: i,
-                run: run.clone(),
-                stop: stop_rx.clone(),
-            };
-            tokio::spawn(async move {
-                tokio::time::sleep_until(start_at).await;
-                client(task).await
-            })
-        })
-        .collect();
-    let progress = tokio::spawn(progress(run.clone(), clients, started, cpu.clone()));
-
-    let interrupted = tokio::select! {
-        _ = sample_until(&mut metrics, hold_start, hold_end, S::SAMPLE_EVERY) => false,
-        _ = tokio::signal::ctrl_c() => true,
-    };
-    let hold_ended = Instant::now();
-    let cpu_percent = cpu.percent_of_one_core();
-    // Sampled while every client is still connected, so sessions and tick cost show the load.
-    let (end_of_hold, metrics_end) = tokio::join!(
-        server_stats::fetch_room(&run.swarm.target, room),
-        metrics.sample(Some("end of hold"))
-    );
-    let end_of_hold = end_of_hold.unwrap_or_else(|e| {
-        fetch_errors.push(format!("end of hold: {e:#}"));
-        None
-    });
-    metrics.end_of_hold = metrics_end;
-    let stopped_at = Instant::now();
-    let _ = stop_tx.send(true);
-    progress.abort();
-
-    let deadline = Instant::now() + GRACE;
-    let mut outcomes = Vec::with_capacity(tasks.len());
-    let mut aborted = 0u64;
-    for task in &mut tasks {
-        match tokio::time::timeout_at(deadline, &mut *task).await {
-            Ok(Ok(outcome)) => outcomes.push(outcome),
-            Ok(Err(e)) => {
-                tracing::warn!("client task failed: {e}");
-                aborted += 1;
-            }
-            Err(_) => {
-                task.abort();
-                aborted += 1;
-            }
-        }
-    }
-
-    let observed = Observed {
-        requested: clients,
-        ramp,
-        hold: hold_ended.saturating_duration_since(hold_start),
-        wall: started.elapsed(),
-        interrupted,
-        aborted,
-        cpu_percent,
-        before,
-        end_of_hold,
-        fetch_errors,
-        metrics,
-        nofile,
-        warnings,
-    };
-    let tick_rate_hz = run.swarm.tick_rate_hz.load(Relaxed);
-    let common = observed.summarize(
-        outcomes.iter().map(|(conn, _)| conn),
-        (tick_rate_hz > 0).then_some(tick_rate_hz),
-    );
-    Ok(Finished {
-        run,
-        outcomes,
-        common,
-        stopped_at,
-        metrics_target,
-    })
-}
-
-/// Waits for the end of the hold, scraping the metrics at the start of the hold and, with
-/// `every`, periodically in between (those only feed the peak RSS).
-async fn sample_until(
-    metrics: &mut Timeline,
-    hold_start: Instant,
-    hold_end: Instant,
-    every: Option<Duration>,
-) {
-    let mut next = every.map(|e| Instant::now() + e);
-    let mut hold_started = false;
-    loop {
-        let milestone = if hold_started { hold_end } else { hold_start };
-        let wake = next.map_or(milestone, |n| n.min(milestone));
-        tokio::time::sleep_until(wake).await;
-        if wake < milestone {
-            metrics.sample(None).await;
-            next = every.map(|e| Instant::now() + e);
-        } else if hold_started {
-            return;
-        } else {
-            hold_started = true;
-            metrics.hold_start = metrics.sample(Some("hold start")).await;
-        }
-    }
-}
-
-/// What [`drive`] observed besides the clients' outcomes.
-struct Observed {
-    requested: usize,
-    ramp: Duration,
-    hold: Duration,
-    wall: Duration,
-    interrupted: bool,
-    aborted: u64,
-    cpu_percent: Option<f64>,
-    before: Option<RoomStats>,
-    end_of_hold: Option<RoomStats>,
-    fetch_errors: Vec<String>,
-    metrics: Timeline,
-    nofile: Option<proc::NofileLimit>,
-    warnings: Vec<String>,
-}
-
-impl Observed {
-    fn summarize<'a>(
-        self,
-        conns: impl Iterator<Item = &'a Conn> + Clone,
-        tick_rate_hz: Option<u32>,
-    ) -> Common {
-        let hold_s = self.hold.as_secs_f64();
-        let sum = |f: fn(&Conn) -> u64| conns.clone().map(f).sum::<u64>();
-        let mut failed_join_reasons = BTreeMap::new();
-        let mut errors = BTreeMap::new();
-        let mut close_codes = BTreeMap::new();
-        for c in conns.clone() {
-            if let Some(f) = &c.join_fail {
-                *failed_join_reasons.entry(f.kind().to_owned()).or_insert(0) += 1;
-            }
-            for (&code, &n) in &c.errors {
-                *errors.entry(error_name(code)).or_insert(0) += n;
-            }
-            if let Some(code) = c.close_code {
-                *close_codes.entry(code).or_insert(0) += 1;
-            }
-        }
-        let hold_frames = sum(|c| c.hold_frames);
-        let hold_bytes = sum(|c| c.hold_bytes);
-        let delta = |f: fn(&RoomStats) -> u64| match (&self.before, &self.end_of_hold) {
-            (Some(b), Some(e)) => Some(f(e).saturating_sub(f(b))),
-            _ => None,
-        };
-        let cores = proc::available_cores();
-        let saturated = self.cpu_percent.is_some_and(|p| p > 90.0 * cores as f64);
-        let mut warnings = self.warnings;
-        if saturated {
-            warnings.push(format!(
-                "client-sim used {:.0} % of one core with {cores} cores available: it was \
-                 saturated, so the figures may show the simulator's limit, not the server's",
-                self.cpu_percent.unwrap_or_default()
-            ));
-        }
-        if self.interrupted {
-            warnings.push("interrupted before the hold ended".into());
-        }
-        if self.aborted > 0 {
-            warnings.push(format!(
-                "{} client tasks did not finish and were aborted",
-                self.aborted
-            ));
-        }
-        warnings.extend(
-            self.fetch_errors
-                .iter()
-                .map(|e| format!("GET /rooms failed ({e})")),
-        );
-        let tick_p99_us = self.end_of_hold.as_ref().map(|r| r.tick_duration_us.p99);
-        let metrics = self.metrics.summarize(tick_p99_us);
-        warnings.extend(metrics.warnings());
-        let head = report::Head {
-            timing: report::Timing {
-                ramp_s: report::round2(self.ramp.as_secs_f64()),
-                hold_s: report::round2(hold_s),
-                wall_s: report::round2(self.wall.as_secs_f64()),
-                interrupted: self.interrupted,
-            },
-            tick_rate_hz,
-            clients: report::Clients {
-                requested: self.requested,
-                connected: conns.clone().filter(|c| c.joined).count() as u64,
-                failed_joins: conns.clone().filter(|c| c.join_fail.is_some()).count() as u64,
-                failed_join_reasons,
-                first_join_error: conns
-                    .clone()
-                    .find_map(|c| c.join_fail.as_ref().map(JoinFail::message)),
-                ended_early: conns.clone().filter(|c| c.ended_early).count() as u64,
-                aborted: self.aborted,
-            },
-        };
-        let tail = report::Tail {
-            traffic: report::Traffic {
-                frames: sum(|c| c.frames),
-                bytes: sum(|c| c.bytes),
-                hold_frames,
-                hold_bytes,
-                frames_per_s: report::per_s(hold_frames, hold_s),
-                bytes_per_s: report::per_s(hold_bytes, hold_s),
-            },
-            errors,
-            close_codes,
-            decode_errors: sum(|c| c.decode_errors),
-            server: report::ServerSide {
-                overruns_during_run: delta(|r| r.overruns_total),
-                skipped_ticks_during_run: delta(|r| r.skipped_ticks_total),
-                before: self.before,
-                end_of_hold: self.end_of_hold,
-                fetch_errors: self.fetch_errors,
-                metrics,
-            },
-            client_cpu: report::ClientCpu {
-                percent_of_one_core: self.cpu_percent.map(report::round2),
-                cores,
-                saturated,
-            },
-            warnings,
-        };
-        Common {
-            head,
-            tail,
-            nofile: self.nofile,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -924,53 +738,5 @@ mod tests {
             fail.message(),
             "wrong room: \"arena\" is a game room, not a chat room"
         );
-    }
-
-    #[test]
-    fn summarizes_connections() {
-        let observed = Observed {
-            requested: 3,
-            ramp: Duration::from_millis(10),
-            hold: Duration::from_secs(2),
-            wall: Duration::from_secs(3),
-            interrupted: false,
-            aborted: 0,
-            cpu_percent: Some(10.0),
-            before: None,
-            end_of_hold: None,
-            fetch_errors: vec!["before: x".into()],
-            metrics: Timeline::new(crate::testing::placeholder_target(
-                "http://127.0.0.1:9/metrics",
-            )),
-            nofile: None,
-            warnings: vec![],
-        };
-        let ok = Conn {
-            joined: true,
-            errors: [(6, 2)].into(),
-            close_code: Some(4000),
-            hold_frames: 10,
-            hold_bytes: 1000,
-            frames: 12,
-            bytes: 1100,
-            ..Conn::default()
-        };
-        let failed = Conn {
-            join_fail: Some(JoinFail::Timeout),
-            ..Conn::default()
-        };
-        let both = [ok, failed];
-        let c = observed.summarize(both.iter(), Some(20));
-        let (k, t) = (&c.head.clients, &c.tail);
-        assert_eq!((k.connected, k.failed_joins), (1, 1));
-        assert_eq!(k.failed_join_reasons["timeout"], 1);
-        assert_eq!(t.errors["rate_limited"], 2);
-        assert_eq!(t.close_codes[&4000], 1);
-        assert_eq!(
-            (t.traffic.frames_per_s, t.traffic.bytes_per_s),
-            (5.0, 500.0)
-        );
-        assert_eq!(t.warnings, vec!["GET /rooms failed (before: x)".to_owned()]);
-        assert_eq!(t.server.metrics.samples, 0);
     }
 }

@@ -6,8 +6,9 @@ use tickroom::config::RoomConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::report::Head;
-use crate::swarm::SwarmArgs;
+use crate::swarm::{SwarmArgs, TargetArgs};
 use crate::target::Target;
+use crate::workers::WorkerFlags;
 
 /// A running server: its WebSocket and metrics URLs. Cancel `token` to stop it.
 pub struct TestServer {
@@ -56,15 +57,42 @@ pub fn arena(bots: u32) -> RoomConfig {
     }
 }
 
-/// Swarm options for `clients` clients on `server`, started within 0.1 s, held `duration` s.
-pub fn swarm_args(server: &TestServer, clients: usize, duration: f64) -> SwarmArgs {
-    SwarmArgs {
+/// Where a test run goes: `server`, from 127.0.0.1.
+pub fn target_args(server: &TestServer) -> TargetArgs {
+    TargetArgs {
         url: server.url.clone(),
-        ramp: clients as f64 * 10.0,
-        duration,
         metrics_url: server.metrics_url.clone(),
+        source_ips: None,
         json: None,
     }
+}
+
+/// Swarm options for `clients` clients on `server`, started within 0.1 s, held `duration` s,
+/// all in this process.
+pub fn swarm_args(server: &TestServer, clients: usize, duration: f64) -> SwarmArgs {
+    SwarmArgs {
+        target: target_args(server),
+        ramp: clients as f64 * 10.0,
+        duration,
+        workers: Some(1),
+        worker: WorkerFlags::default(),
+        argv: Vec::new(),
+        joint: None,
+    }
+}
+
+/// The scenario a command line (after the program name) gives, as `main` would run it.
+pub fn parse(argv: &[&str]) -> crate::Scenario {
+    use clap::Parser;
+    let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
+    let cli =
+        crate::Cli::try_parse_from(std::iter::once("client-sim".to_owned()).chain(argv.clone()))
+            .unwrap();
+    let mut scenario = cli.scenario;
+    if let Some(swarm) = scenario.swarm_mut() {
+        swarm.argv = argv;
+    }
+    scenario
 }
 
 /// All `n` clients of a run joined and stayed connected to the end.

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::ensure;
 use futures_util::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
 use tickroom_proto::Message as _;
 use tickroom_proto::v1::{
     ChatBatch, ChatKind, ChatMessage, ChatSend, ClientMessage, RoomKind, client_message,
@@ -90,15 +91,20 @@ impl Scenario for Shared {
         let latency = self.viewer_latency.p50_p99();
         format!("sent/s {sent:.0}  received/s {received:.0}  viewer latency {latency}")
     }
+
+    fn shards(&self) -> Vec<&Shards> {
+        vec![&self.viewer_latency, &self.sender_latency]
+    }
 }
 
 /// One client's own results, handed back when its task ends. Latencies went to the shared
 /// shards.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Outcome {
     /// `Some(k)` for sender k.
     sender: Option<usize>,
     /// When the Welcome came.
+    #[serde(with = "crate::wire::opt_instant")]
     joined_at: Option<Instant>,
     duplicates: u64,
     other_messages: u64,

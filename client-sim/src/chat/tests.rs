@@ -66,7 +66,7 @@ async fn every_viewer_gets_every_message() {
     );
     assert!(sl.samples > 0, "{sl:?}");
     assert!(r.tail.errors.is_empty(), "{:?}", r.tail.errors);
-    let m = &r.tail.server.metrics;
+    let m = r.tail.server.metrics.as_ref().unwrap();
     assert!(m.rss_before_bytes.unwrap() > 0, "{m:?}");
     let table = r.table();
     assert!(table.contains("send -> viewer"), "{table}");

@@ -4,12 +4,14 @@
 
 use std::collections::VecDeque;
 
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 /// One sender's own messages. Ids are `client_msg_id`s: 1, 2, 3, ... in sending order.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct SenderLog {
     /// When id `i + 1` was sent.
+    #[serde(with = "crate::wire::instants")]
     pub sent: Vec<Instant>,
     /// Ids neither echoed back nor known to be refused yet, oldest first.
     unresolved: VecDeque<u64>,
@@ -81,7 +83,7 @@ impl SenderLog {
 
 /// Ids received from one sender, as sorted runs of consecutive ids (one run when nothing
 /// was missed).
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Runs(Vec<(u64, u64)>);
 
 impl Runs {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::server_metrics::Sample;
 use crate::testing::{assert_all_joined, game_server, swarm_args};
 
 /// 50 sessions join a real game room, every socket is reset, and the server drops them all:
@@ -17,7 +18,7 @@ async fn the_server_settles_after_a_reset_spike() {
     assert_all_joined(&r.head, 50);
     assert_eq!(r.first_snapshot_latency_us.samples, 50);
     assert_eq!(r.joined_without_snapshot, 0);
-    let (s, m) = (&r.settle, &r.tail.server.metrics);
+    let (s, m) = (&r.settle, r.tail.server.metrics.as_ref().unwrap());
     assert!(s.settled && s.error.is_none(), "{s:#?}");
     let connections = |x: &Option<Sample>| x.as_ref().unwrap().tickroom_connections_active;
     assert_eq!(connections(&m.before), Some(0), "{m:#?}");
@@ -36,7 +37,7 @@ async fn no_metrics_means_not_settled() {
     let server = game_server(0).await;
     let mut swarm = swarm_args(&server, 2, 0.5);
     // The public port answers 404 at /metrics.
-    swarm.metrics_url = server
+    swarm.target.metrics_url = server
         .url
         .replace("ws://", "http://")
         .replace("/ws", "/metrics");

@@ -16,6 +16,7 @@ use anyhow::{Context, anyhow, bail, ensure};
 use futures_util::{SinkExt, StreamExt};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tickroom_proto::Message as _;
 use tickroom_proto::v1::{
@@ -129,7 +130,7 @@ fn draw(seed: u64, client: usize, n: usize, k: usize) -> Vec<u32> {
         .collect()
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 enum SubscribeFail {
     Rejected { code: String, message: String },
     Timeout,
@@ -156,7 +157,7 @@ impl SubscribeFail {
 
 /// One client's own results, handed back when its task ends. Latencies went to the shared
 /// shards.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Outcome {
     wanted: usize,
     acked: bool,
@@ -184,6 +185,15 @@ impl Scenario for Shared {
             self.quotes.rate(secs),
             self.feed_latency.p50_p99()
         )
+    }
+
+    fn shards(&self) -> Vec<&Shards> {
+        vec![
+            &self.feed_latency,
+            &self.delivery_latency,
+            &self.subscribe_latency,
+            &self.initial_latency,
+        ]
     }
 }
 
@@ -243,18 +253,26 @@ fn same_symbols(ack: &[String], asked: &[&str]) -> bool {
 async fn join_ticker(
     run: &Run<Shared>,
     conn: &mut Conn,
+    id: usize,
     wanted: &[u32],
     other_host: &mut Option<String>,
 ) -> Result<(Ws, tickroom_proto::v1::Welcome), JoinFail> {
     let (swarm, shared) = (&run.swarm, &run.scenario);
     let (ws, welcome) = match shared.flow {
         Flow::Subscribe => {
-            swarm::join(swarm, conn, &swarm.target.url, Some(shared.join.clone())).await?
+            swarm::join(
+                swarm,
+                conn,
+                id,
+                &swarm.target.url,
+                Some(shared.join.clone()),
+            )
+            .await?
         }
         Flow::Rest => {
             let names = shared.symbol_names(wanted);
             let url = create_session(&swarm.target, &shared.room, names, other_host).await?;
-            swarm::join(swarm, conn, &url, None).await?
+            swarm::join(swarm, conn, id, &url, None).await?
         }
     };
     swarm::expect_kind(&welcome, RoomKind::Ticker)?;
@@ -272,7 +290,7 @@ async fn run_client(client: Client<Shared>) -> (Conn, Outcome) {
         ..Outcome::default()
     };
     let mut requested_at = Instant::now();
-    let attempt = join_ticker(&run, &mut conn, &wanted, &mut out.other_host);
+    let attempt = join_ticker(&run, &mut conn, id, &wanted, &mut out.other_host);
     let joined = swarm::bounded(&mut stop, attempt).await;
     let Some((mut ws, _)) = conn.admitted(swarm, id, joined) else {
         return (conn, out);

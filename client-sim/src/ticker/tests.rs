@@ -1,5 +1,7 @@
 use super::*;
-use crate::report::{ClientCpu, Clients, Common, Head, ServerSide, Tail, Timing, Traffic};
+use crate::report::{
+    ClientCpu, ClientProcesses, Clients, Common, Head, ServerSide, Tail, Timing, Traffic,
+};
 use crate::server_metrics::ServerMetrics;
 use crate::swarm::Swarm;
 use crate::testing::{TestServer, placeholder_target, swarm_args};
@@ -106,13 +108,15 @@ fn common() -> Common {
                 overruns_during_run: None,
                 skipped_ticks_during_run: None,
                 fetch_errors: vec![],
-                metrics: ServerMetrics::default(),
+                metrics: Some(ServerMetrics::default()),
             },
             client_cpu: ClientCpu {
                 percent_of_one_core: Some(5.0),
                 cores: 1,
                 saturated: false,
             },
+            client_processes: ClientProcesses::default(),
+            client_limits: vec![],
             warnings: vec![],
         },
         nofile: None,
@@ -280,7 +284,7 @@ async fn streams_quotes_through_both_flows() {
         assert_eq!(r.universe.symbols, Some(SYMBOLS));
         assert!(r.tail.server.end_of_hold.is_some());
         assert!(r.tail.warnings.is_empty(), "{:?}", r.tail.warnings);
-        let m = &r.tail.server.metrics;
+        let m = r.tail.server.metrics.as_ref().unwrap();
         assert!(m.rss_end_of_hold_bytes.unwrap() > 0, "{m:?}");
         assert!(m.frames_written_per_s.unwrap() > 0.0, "{m:?}");
         assert!(m.missing_series.is_empty(), "{m:?}");
@@ -320,10 +324,11 @@ async fn unknown_session_is_a_rejected_join() {
         frames: AtomicU64::new(0),
         tick_rate_hz: std::sync::atomic::AtomicU32::new(0),
         reset_on_drop: false,
+        source_ips: 1,
     };
     let mut conn = Conn::default();
     let url = target.ws_url("/ws?session=nope");
-    let fail = swarm::join(&swarm, &mut conn, &url, None)
+    let fail = swarm::join(&swarm, &mut conn, 0, &url, None)
         .await
         .err()
         .unwrap();

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 /// What one quote was, by its sequence number against the last one seen for its object.
@@ -20,10 +21,11 @@ pub enum Seen {
 }
 
 /// Last sequence number per object id, and the counts of [`Seen`] outcomes.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct SeqTrack {
     /// `(object id, last seq)`, sorted by id: a client holds a few dozen symbols, so this
-    /// stays small and a binary search beats hashing.
+    /// stays small and a binary search beats hashing. Only the client's own task needs it.
+    #[serde(skip)]
     last: Vec<(u32, u64)>,
     pub firsts: u64,
     pub updates: u64,
@@ -72,7 +74,7 @@ impl SeqTrack {
 
 /// The first value of each symbol after subscribing: the server sends every subscribed
 /// symbol's current value right after the Subscriptions ack.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct FirstValues {
     /// First values of subscribed symbols that came within the window after the ack (or
     /// before it).
@@ -82,6 +84,7 @@ pub struct FirstValues {
     /// First values of symbols this client did not subscribe to.
     pub unexpected: u64,
     /// When the last subscribed symbol's first value came in time.
+    #[serde(with = "crate::wire::opt_instant")]
     pub complete_at: Option<Instant>,
 }
 
