@@ -9,12 +9,13 @@ use anyhow::ensure;
 use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tickroom_proto::Message as _;
-use tickroom_proto::v1::{ClientMessage, Input, client_message, object, server_message};
+use tickroom_proto::v1::{ClientMessage, Input, client_message};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::report::{self, LatencySummary, RateSummary, Report};
-use crate::swarm::{self, Client, Conn, Read, Scenario, Shards, SwarmArgs};
+use crate::scan;
+use crate::swarm::{self, Client, Conn, Scenario, Shards, SwarmArgs};
 
 /// Inputs awaiting acknowledgement per client. Past this the server is seconds behind and
 /// the oldest are dropped unmeasured rather than growing memory per client.
@@ -95,30 +96,36 @@ async fn run_client(client: Client<Shared>) -> (Conn, Outcome) {
 
     loop {
         tokio::select! {
-            msg = ws.next() => match conn.read(swarm, msg) {
-                Read::Msg(msg, now) => {
-                    let Some(server_message::Body::Snapshot(snap)) = msg.body else {
-                        continue;
+            msg = ws.next() => match conn.skim(swarm, msg) {
+                Ok(Some((frame, now))) => {
+                    // Snapshots are scanned for what is measured; anything else (errors,
+                    // events) is decoded and counted as usual.
+                    let snap = match scan::snapshot(&frame, me) {
+                        Ok(Some(snap)) => snap,
+                        Ok(None) => {
+                            conn.decode(frame, now);
+                            continue;
+                        }
+                        Err(scan::Malformed) => {
+                            conn.decode_errors += 1;
+                            continue;
+                        }
                     };
                     if now >= swarm.hold_end {
                         continue;
                     }
                     if let Some(last) = last_tick
-                        && msg.tick > last + 1
+                        && snap.tick > last + 1
                     {
                         out.gaps += 1;
-                        out.missing_ticks += msg.tick - last - 1;
+                        out.missing_ticks += snap.tick - last - 1;
                     }
-                    last_tick = Some(last_tick.map_or(msg.tick, |t| t.max(msg.tick)));
+                    last_tick = Some(last_tick.map_or(snap.tick, |t| t.max(snap.tick)));
                     first_snapshot.get_or_insert(now);
                     out.snapshots += 1;
                     let latency = swarm::unix_us().saturating_sub(snap.server_time_us).max(0);
                     shared.snapshot_latency.record(id, latency as u64);
-                    let acked = snap.objects.iter().find_map(|o| match o.state {
-                        Some(object::State::Entity(e)) if o.id == me => Some(e.last_input_seq),
-                        _ => None,
-                    });
-                    if let Some(acked) = acked {
+                    if let Some(acked) = snap.acked {
                         while let Some(&(seq, sent)) = pending.front()
                             && seq <= acked
                         {
@@ -128,8 +135,8 @@ async fn run_client(client: Client<Shared>) -> (Conn, Outcome) {
                         }
                     }
                 }
-                Read::Skip => {}
-                end => {
+                Ok(None) => {}
+                Err(end) => {
                     server_closed = conn.ended(id, end);
                     break;
                 }

@@ -11,6 +11,7 @@ mod idle;
 mod mix;
 mod proc;
 mod report;
+mod scan;
 mod server_metrics;
 mod server_stats;
 mod settle;

@@ -377,11 +377,15 @@ impl Conn {
         swarm: &Swarm,
         item: Option<Result<Message, tungstenite::Error>>,
     ) -> Read {
-        let (b, now) = match self.skim(swarm, item) {
-            Ok(Some(binary)) => binary,
-            Ok(None) => return Read::Skip,
-            Err(end) => return end,
-        };
+        match self.skim(swarm, item) {
+            Ok(Some((b, now))) => self.decode(b, now),
+            Ok(None) => Read::Skip,
+            Err(end) => end,
+        }
+    }
+
+    /// Decodes a frame [`skim`](Self::skim) returned, counting `Error` bodies.
+    pub fn decode(&mut self, b: bytes::Bytes, now: Instant) -> Read {
         let Ok(msg) = ServerMessage::decode(b) else {
             self.decode_errors += 1;
             return Read::Skip;
