@@ -6,14 +6,15 @@
 //! the hot path (the server's upkeep task, every few seconds) and only after such a drop.
 
 /// Decides when to trim: after the connection count fell by a quarter (and by at least
-/// `MIN_DROP` connections) from the highest count seen since the last trim.
+/// `MIN_DROP` connections) from the highest count seen since the last trim. Checked about
+/// once a second, so a trim follows a drop within a second or two.
 #[derive(Debug, Default)]
 pub struct Trimmer {
     high_water: u64,
 }
 
 /// Below this many connections gone, the memory at stake is not worth a trim.
-const MIN_DROP: u64 = 256;
+const MIN_DROP: u64 = 32;
 
 impl Trimmer {
     /// Takes the current connection count; trims and returns true when it has dropped enough.
@@ -57,7 +58,7 @@ mod tests {
         assert!(t.observe(100), "4,900 below the mark of 5,000");
         assert!(!t.observe(100), "nothing new to give back");
         let mut small = Trimmer::default();
-        small.observe(200);
-        assert!(!small.observe(0), "fewer than 256 connections gone");
+        small.observe(20);
+        assert!(!small.observe(0), "fewer than 32 connections gone");
     }
 }

@@ -124,12 +124,14 @@ impl Server {
         let upkeep = tokio::spawn({
             let hub = hub.clone();
             async move {
-                let mut every = tokio::time::interval(Duration::from_secs(5));
+                let mut every = tokio::time::interval(Duration::from_secs(1));
                 let mut trimmer = crate::memory::Trimmer::default();
-                loop {
+                for second in 0u64.. {
                     every.tick().await;
-                    hub.metrics.run_upkeep();
-                    hub.prepared.sweep(std::time::Instant::now());
+                    if second % 5 == 0 {
+                        hub.metrics.run_upkeep();
+                        hub.prepared.sweep(std::time::Instant::now());
+                    }
                     if trimmer.observe(hub.active()) {
                         tracing::debug!(connections = hub.active(), "returned freed memory");
                     }
