@@ -23,6 +23,9 @@ pub const ALIVE_TASKS_TOLERANCE: u64 = 5;
 /// RSS after the run within this fraction of RSS before counts as "back".
 const RSS_TOLERANCE: f64 = 0.10;
 
+/// How long after settling the RSS is still watched before it counts as the RSS after.
+const RSS_WAIT: Duration = Duration::from_secs(3);
+
 /// The server after the sessions were dropped. Its state before the run and at the end of
 /// the hold is in `server.metrics.before` and `.end_of_hold`.
 #[derive(Debug, Default, Serialize)]
@@ -89,6 +92,15 @@ async fn poll_until_settled(
             Ok(sample) => {
                 let done = settle.observe(base, sample);
                 if done {
+                    // The server returns freed memory to the system within a second or two
+                    // of a drop; the RSS after is the one once it had that chance.
+                    let until = Instant::now() + RSS_WAIT;
+                    while Instant::now() < until {
+                        timer.tick().await;
+                        if let Ok(sample) = server_metrics::scrape(metrics, dropped_at).await {
+                            settle.observe_rss(base, &sample);
+                        }
+                    }
                     return;
                 }
             }
@@ -130,13 +142,7 @@ impl Settle {
     /// connections and alive tasks are back to the baseline.
     fn observe(&mut self, base: &Baseline, sample: Sample) -> bool {
         self.polls += 1;
-        if let Some(rss) = sample.process_resident_memory_bytes {
-            self.rss_peak_bytes = Some(self.rss_peak_bytes.map_or(rss, |p| p.max(rss)));
-            self.rss_after_bytes = Some(rss);
-            self.rss_after_within_10pct = base
-                .rss_bytes
-                .map(|b| rss as f64 <= b as f64 * (1.0 + RSS_TOLERANCE));
-        }
+        self.observe_rss(base, &sample);
         let back = match (sample.tickroom_connections_active, sample.tokio_alive_tasks) {
             (Some(c), Some(t)) => {
                 c <= base.connections && t <= base.alive_tasks + self.alive_tasks_tolerance
@@ -149,6 +155,17 @@ impl Settle {
         }
         self.last = Some(sample);
         back
+    }
+
+    /// Takes a poll's RSS: the peak so far and the RSS after (the latest).
+    fn observe_rss(&mut self, base: &Baseline, sample: &Sample) {
+        if let Some(rss) = sample.process_resident_memory_bytes {
+            self.rss_peak_bytes = Some(self.rss_peak_bytes.map_or(rss, |p| p.max(rss)));
+            self.rss_after_bytes = Some(rss);
+            self.rss_after_within_10pct = base
+                .rss_bytes
+                .map(|b| rss as f64 <= b as f64 * (1.0 + RSS_TOLERANCE));
+        }
     }
 
     /// Why the run failed, when the server did not settle (the exit status).
