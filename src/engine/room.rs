@@ -246,6 +246,13 @@ impl RoomCore {
             .insert(session, m.outbox.clone());
     }
 
+    /// True if `group` has at least one member.
+    pub fn has_members(&self, group: GroupId) -> bool {
+        self.groups
+            .get(&group)
+            .is_some_and(|g| !g.members.is_empty())
+    }
+
     /// The groups a member is in, in the order it joined them.
     pub fn groups_of(&self, session: SessionId) -> &[GroupId] {
         self.members.get(&session).map_or(&[], |m| &m.groups)

@@ -5,7 +5,8 @@
 //! that frame to the symbol's subscribers, whose outboxes keep only the newest frame per
 //! symbol. A slow client therefore gets the newest value of each symbol when it can take
 //! more, never history, and its memory is bounded by its subscription count. The last frame of
-//! each symbol is kept, so a new subscriber gets the current value without a new encode.
+//! each symbol is kept, so a new subscriber gets the current value without a new encode;
+//! symbols nobody subscribes to are not encoded at all until someone does.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -353,8 +354,14 @@ impl Simulation for TickerRoom {
     fn replicate(&mut self, ctx: &mut RoomCore) {
         let changed = std::mem::take(&mut self.changed);
         for &id in &changed {
-            self.symbols[id as usize].changed = false;
-            self.encode(ctx, id, true);
+            let s = &mut self.symbols[id as usize];
+            s.changed = false;
+            if ctx.has_members(id as GroupId) {
+                self.encode(ctx, id, true);
+            } else {
+                // Nobody to send it to: a later subscriber gets it encoded then.
+                s.frame = None;
+            }
         }
         self.changed = changed;
         self.changed.clear();
@@ -487,6 +494,29 @@ mod tests {
         assert_eq!(quotes(&drain(&o)), [("S0".into(), 2, 98.5)]);
         tick(&mut r, 3);
         assert!(drain(&o).is_empty(), "a tick without changes sends nothing");
+    }
+
+    #[test]
+    fn symbols_without_subscribers_are_not_encoded_until_someone_subscribes() {
+        let mut r = room(3);
+        let o = join(&mut r, 1, 64);
+        drain(&o);
+        let before = r.core().encodes();
+        for t in 1..=5 {
+            feed(&mut r, vec![update(0, 100.0 + t as f64), update(1, 7.0)]);
+            tick(&mut r, t);
+        }
+        assert_eq!(r.core().encodes(), before, "no subscriber, no encode");
+        send(&mut r, 1, subscribe(&["S0"]));
+        let got = quotes(&drain(&o));
+        assert_eq!(
+            got,
+            [("S0".into(), 5, 105.0)],
+            "the current value, encoded on demand"
+        );
+        feed(&mut r, vec![update(0, 106.0), update(1, 8.0)]);
+        tick(&mut r, 6);
+        assert_eq!(quotes(&drain(&o)), [("S0".into(), 6, 106.0)]);
     }
 
     #[test]
