@@ -163,18 +163,24 @@ impl RoomCore {
     /// subscribes), in the group's snapshot slot: a newer snapshot of the group replaces it
     /// if the client has not taken it yet.
     pub fn send_snapshot_to(&mut self, session: SessionId, group: GroupId, frame: &Bytes) {
-        let slot = self.slot(group);
-        if let Some(m) = self.members.get(&session) {
-            match m.outbox.enqueue(&[], Some((slot, frame))) {
-                Ok(true) => self.wake.push(m.outbox.clone()),
-                Ok(false) => {}
-                Err(Closed(reason)) => self.closed.push((session, reason)),
-            }
-        }
+        let slot = slot_key(self.uid, group);
+        self.queue_to_member(session, &[], Some((slot, frame)));
     }
 
-    fn slot(&self, group: GroupId) -> SlotKey {
-        (u64::from(self.uid) << 32) | u64::from(group)
+    /// Queues frames for one member; its writer is woken when the command or tick is done.
+    fn queue_to_member(
+        &mut self,
+        session: SessionId,
+        reliable: &[Bytes],
+        snapshot: Option<(SlotKey, &Bytes)>,
+    ) {
+        if let Some(m) = self.members.get(&session) {
+            let to = Recipient {
+                session,
+                outbox: &m.outbox,
+            };
+            to.queue(reliable, snapshot, false, &mut self.wake, &mut self.closed);
+        }
     }
 
     fn set_snapshot(&mut self, group: GroupId, frame: Bytes) {
@@ -193,13 +199,7 @@ impl RoomCore {
     }
 
     fn send_frame(&mut self, session: SessionId, frame: Bytes) {
-        if let Some(m) = self.members.get(&session) {
-            match m.outbox.enqueue(std::slice::from_ref(&frame), None) {
-                Ok(true) => self.wake.push(m.outbox.clone()),
-                Ok(false) => {}
-                Err(Closed(reason)) => self.closed.push((session, reason)),
-            }
-        }
+        self.queue_to_member(session, std::slice::from_ref(&frame), None);
     }
 
     /// Wakes the writers of every outbox that received its first frame since the last call.
@@ -304,18 +304,21 @@ impl RoomCore {
         // between the two (see `wake_writers`).
         let immediate = self.dirty.len() == 1;
         for group in self.dirty.drain(..) {
+            let slot = slot_key(self.uid, group);
             let Some(g) = self.groups.get_mut(&group) else {
                 continue;
             };
             let snapshot = g.snapshot.take();
-            let slot: SlotKey = (u64::from(self.uid) << 32) | u64::from(group);
-            for (session, outbox) in &g.members {
-                match outbox.enqueue(&g.reliable, snapshot.as_ref().map(|s| (slot, s))) {
-                    Ok(true) if immediate => outbox.wake(),
-                    Ok(true) => self.wake.push(outbox.clone()),
-                    Ok(false) => {}
-                    Err(Closed(reason)) => self.closed.push((*session, reason)),
-                }
+            let snapshot = snapshot.as_ref().map(|s| (slot, s));
+            for (&session, outbox) in &g.members {
+                let to = Recipient { session, outbox };
+                to.queue(
+                    &g.reliable,
+                    snapshot,
+                    immediate,
+                    &mut self.wake,
+                    &mut self.closed,
+                );
             }
             g.reliable.clear();
             g.dirty = false;
@@ -345,6 +348,37 @@ impl Drop for RoomCore {
     fn drop(&mut self) {
         for m in self.members.values() {
             m.outbox.close(CloseReason::RoomClosed);
+        }
+    }
+}
+
+/// A group's snapshot slot in outboxes, qualified by the room so rooms never share one.
+fn slot_key(room_uid: u32, group: GroupId) -> SlotKey {
+    (u64::from(room_uid) << 32) | u64::from(group)
+}
+
+/// One member's outbox, as the room hands it frames.
+struct Recipient<'a> {
+    session: SessionId,
+    outbox: &'a Arc<Outbox>,
+}
+
+impl Recipient<'_> {
+    /// Queues frames; the writer is woken at once (`wake_now`) or put on `wake` for later,
+    /// and a closed outbox is put on `closed` for removal at the end of the tick.
+    fn queue(
+        &self,
+        reliable: &[Bytes],
+        snapshot: Option<(SlotKey, &Bytes)>,
+        wake_now: bool,
+        wake: &mut Vec<Arc<Outbox>>,
+        closed: &mut Vec<(SessionId, CloseReason)>,
+    ) {
+        match self.outbox.enqueue(reliable, snapshot) {
+            Ok(true) if wake_now => self.outbox.wake(),
+            Ok(true) => wake.push(self.outbox.clone()),
+            Ok(false) => {}
+            Err(Closed(reason)) => closed.push((self.session, reason)),
         }
     }
 }
