@@ -89,18 +89,19 @@ impl WordFilter {
         })
     }
 
-    /// Reads a word list: one word or phrase per line, UTF-8; blank lines and lines starting
-    /// with `#` are ignored.
-    pub fn from_file(path: &Path) -> Result<Self, FilterError> {
+    /// Reads a word list file: one word or phrase per line, UTF-8; blank lines and lines
+    /// starting with `#` are ignored.
+    pub fn read_list(path: &Path) -> Result<Vec<String>, FilterError> {
         let text = std::fs::read_to_string(path).map_err(|source| FilterError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        Self::new(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#')),
-        )
+        Ok(text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect())
     }
 
     /// Words in the list.
@@ -193,10 +194,10 @@ mod tests {
     fn a_word_list_file_skips_comments_and_blank_lines() {
         let path = std::env::temp_dir().join(format!("tickroom-words-{}.txt", std::process::id()));
         std::fs::write(&path, "# banned\n\nfoo\n  bar  \n坏话\n").unwrap();
-        let f = WordFilter::from_file(&path).unwrap();
+        let f = WordFilter::new(WordFilter::read_list(&path).unwrap()).unwrap();
         assert_eq!(f.len(), 3);
         assert!(f.matches("BAR") && f.matches("说坏话") && !f.matches("banned"));
-        assert!(WordFilter::from_file(Path::new("/nonexistent/words.txt")).is_err());
+        assert!(WordFilter::read_list(Path::new("/nonexistent/words.txt")).is_err());
         assert!(WordFilter::empty().mask("anything").is_none());
     }
 }

@@ -88,16 +88,7 @@ impl ChatConfig {
     pub fn word_filter(&self) -> Result<WordFilter, FilterError> {
         let mut words = self.blocked_words.clone();
         if let Some(path) = &self.words_file {
-            let text = std::fs::read_to_string(path).map_err(|source| FilterError::Read {
-                path: path.display().to_string(),
-                source,
-            })?;
-            words.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(str::to_owned),
-            );
+            words.extend(WordFilter::read_list(path)?);
         }
         WordFilter::new(words)
     }
