@@ -8,7 +8,7 @@
 //! each symbol is kept, so a new subscriber gets the current value without a new encode;
 //! symbols nobody subscribes to are not encoded at all until someone does.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -257,28 +257,23 @@ impl TickerRoom {
                 "subscribe: list at least one symbol",
             ));
         }
-        let mut ids = self.resolve(names)?;
-        let current = ctx.groups_of(session).to_vec();
-        ids.retain(|id| !current.contains(id));
-        ids.sort_unstable();
-        ids.dedup();
-        if current.len() + ids.len() > self.max_per_session {
+        // New symbols in the order the client listed them, each once.
+        let mut seen: HashSet<u32> = ctx.groups_of(session).iter().copied().collect();
+        let current = seen.len();
+        let ordered: Vec<u32> = self
+            .resolve(names)?
+            .into_iter()
+            .filter(|id| seen.insert(*id))
+            .collect();
+        if current + ordered.len() > self.max_per_session {
             return Err(CommandError::new(
                 ErrorCode::LimitExceeded,
                 format!(
                     "subscribe: {} symbols would exceed the limit of {} per session",
-                    current.len() + ids.len(),
+                    current + ordered.len(),
                     self.max_per_session
                 ),
             ));
-        }
-        // Subscription order is the order the client listed them in.
-        let mut ordered: Vec<u32> = Vec::with_capacity(ids.len());
-        for name in names {
-            let id = self.table.index[name.as_str()];
-            if ids.binary_search(&id).is_ok() && !ordered.contains(&id) {
-                ordered.push(id);
-            }
         }
         for &id in &ordered {
             ctx.subscribe(session, id as GroupId);
