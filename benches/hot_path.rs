@@ -103,6 +103,85 @@ fn game_tick(c: &mut Criterion) {
     g.finish();
 }
 
+/// Encoding one snapshot of N objects: the per-group cost a tick pays once.
+fn snapshot_encode(c: &mut Criterion) {
+    use prost::Message;
+    use tickroom::proto::v1::{Entity, Object, ServerMessage, Snapshot, object::State};
+    let mut g = c.benchmark_group("snapshot_encode");
+    for n in [100u32, 1000] {
+        let objects = (1..=n)
+            .map(|id| Object {
+                id,
+                state: Some(State::Entity(Entity {
+                    kind: 2,
+                    x: id as f32 * 0.37,
+                    y: id as f32 * 0.91,
+                    last_input_seq: id,
+                })),
+            })
+            .collect();
+        let msg = ServerMessage {
+            tick: 123_456,
+            body: Some(tickroom::proto::v1::server_message::Body::Snapshot(
+                Snapshot {
+                    server_time_us: 1_700_000_000_000_000,
+                    objects,
+                },
+            )),
+        };
+        let mut buf = Vec::with_capacity(msg.encoded_len());
+        g.throughput(Throughput::Elements(u64::from(n)));
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| {
+                buf.clear();
+                black_box(&msg).encode(&mut buf).unwrap();
+                black_box(&buf);
+            })
+        });
+    }
+    g.finish();
+}
+
+/// A 60 Hz game tick with area of interest: 100 bots and N players on an 8000 x 8000 world
+/// in 250-unit cells (the `make bench-load` arena), every player moving every tick.
+fn game_tick_aoi(c: &mut Criterion) {
+    let mut g = c.benchmark_group("game_tick_aoi_100_bots");
+    for players in [1000u64, 3000] {
+        let cfg = GameConfig {
+            bots: 100,
+            max_players: 100_000,
+            world_width: 8000.0,
+            world_height: 8000.0,
+            cell_size: 250.0,
+            ..GameConfig::default()
+        };
+        let mut room = Room::new("bench", cfg.tick_hz, GameRoom::new(cfg));
+        room.begin_tick(1, 0);
+        let outboxes = join_all(&mut room, players, "");
+        room.run_tick();
+        let mut tick = 1;
+        g.throughput(Throughput::Elements(players));
+        g.bench_function(BenchmarkId::from_parameter(players), |b| {
+            b.iter_custom(|iters| {
+                timed_ticks(&mut room, &outboxes, &mut tick, iters, |room, t| {
+                    let angle = t as f32 * 0.05;
+                    for session in 1..=players {
+                        room.handle(Command::Client {
+                            session,
+                            body: Body::Input(tickroom::proto::v1::Input {
+                                seq: t as u32,
+                                move_x: angle.cos(),
+                                move_y: angle.sin(),
+                            }),
+                        });
+                    }
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
 fn outbox(c: &mut Criterion) {
     let frame = Bytes::from(vec![7u8; 1200]);
     let o = Outbox::new(256);
@@ -201,5 +280,13 @@ fn chat_tick(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, game_tick, ticker_tick, chat_tick, outbox);
+criterion_group!(
+    benches,
+    snapshot_encode,
+    game_tick,
+    game_tick_aoi,
+    ticker_tick,
+    chat_tick,
+    outbox
+);
 criterion_main!(benches);

@@ -82,8 +82,8 @@ impl Default for SessionConfig {
     fn default() -> Self {
         Self {
             max_message_bytes: 4096,
-            ping_interval_ms: 5000,
-            idle_timeout_ms: 15_000,
+            ping_interval_ms: 25_000,
+            idle_timeout_ms: 60_000,
             reliable_queue: 256,
             rate_per_sec: 120,
             rate_burst: 240,

@@ -139,3 +139,46 @@ async fn game_rooms_are_created_on_first_join_when_allowed() {
     .await;
     server.stop().await;
 }
+
+/// Area of interest: over a real connection, a client's snapshots hold its own avatar and
+/// exactly what stands in its cell and the 8 around it, as it walks across cell boundaries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_hold_only_the_view_around_the_avatar() {
+    let mut config = test_config();
+    let game = arena(&mut config);
+    game.bots = 300;
+    game.cell_size = 100.0;
+    let server = start(config).await;
+    let mut c = Client::connect(&server).await;
+    let w = c.join("arena").await;
+    // The far edge (x or y = 1000) belongs to the last cell.
+    let cell = |x: f32, y: f32| (((x / 100.0) as i32).min(9), ((y / 100.0) as i32).min(9));
+    let mut views = std::collections::BTreeSet::new();
+    let mut seq = 0;
+    let dir = if entity(&c.snapshot().await.1, w.your_object_id).unwrap().x < 500.0 {
+        1.0
+    } else {
+        -1.0
+    };
+    // 100 units take 30 inputs; 70 snapshots see at least two cells.
+    for _ in 0..70 {
+        seq += 1;
+        c.input(seq, dir, 0.0).await;
+        let (_, snap) = c.snapshot().await;
+        let me = entity(&snap, w.your_object_id).expect("own avatar always in view");
+        let mine = cell(me.x, me.y);
+        views.insert(mine);
+        assert!(snap.objects.len() < 301, "not the whole world");
+        for o in &snap.objects {
+            let e = entity(&snap, o.id).unwrap();
+            let at = cell(e.x, e.y);
+            assert!(
+                (at.0 - mine.0).abs() <= 1 && (at.1 - mine.1).abs() <= 1,
+                "object {} at cell {at:?} outside the view of {mine:?}",
+                o.id
+            );
+        }
+    }
+    assert!(views.len() >= 2, "walked through {views:?}");
+    server.stop().await;
+}

@@ -18,6 +18,8 @@ use tickroom_proto::v1::{
 // Field numbers of ServerMessage (proto/tickroom.proto).
 const TICK_TAG: u32 = 1;
 const SNAPSHOT_TAG: u32 = 3;
+// Field number of Snapshot.server_time_us.
+const SNAPSHOT_TIME_TAG: u32 = 1;
 
 use super::{Command, CommandError, JoinRequest, LeaveReason, SessionId, Simulation};
 use crate::outbox::{CloseReason, Closed, GroupId, Outbox, SlotKey};
@@ -36,7 +38,8 @@ struct Member {
 struct Group {
     members: IndexMap<SessionId, Arc<Outbox>>,
     reliable: Vec<Bytes>,
-    snapshot: Option<Bytes>,
+    /// This tick's snapshot and the group whose outbox slot it goes in.
+    snapshot: Option<(GroupId, Bytes)>,
     dirty: bool,
 }
 
@@ -151,12 +154,51 @@ impl RoomCore {
         self.buf.split().freeze()
     }
 
+    /// Encodes `ServerMessage { tick, snapshot }` whose objects are already encoded: `parts`
+    /// are runs of `Snapshot.objects` fields (tag, length, `Object`), e.g. one per area of
+    /// interest cell, so a view of several cells costs a copy, not an encode per object.
+    pub fn encode_snapshot_parts(&mut self, server_time_us: i64, parts: &[&[u8]]) -> Bytes {
+        use prost::encoding::{encode_key, encode_varint, encoded_len_varint, int64, uint64};
+        let started = Instant::now();
+        let mut body = parts.iter().map(|p| p.len()).sum::<usize>();
+        if server_time_us != 0 {
+            body += int64::encoded_len(SNAPSHOT_TIME_TAG, &server_time_us);
+        }
+        self.buf
+            .reserve(body + encoded_len_varint(body as u64) + 1 + 11);
+        if self.tick != 0 {
+            uint64::encode(TICK_TAG, &self.tick, &mut self.buf);
+        }
+        encode_key(
+            SNAPSHOT_TAG,
+            prost::encoding::WireType::LengthDelimited,
+            &mut self.buf,
+        );
+        encode_varint(body as u64, &mut self.buf);
+        if server_time_us != 0 {
+            int64::encode(SNAPSHOT_TIME_TAG, &server_time_us, &mut self.buf);
+        }
+        for part in parts {
+            self.buf.extend_from_slice(part);
+        }
+        self.encodes += 1;
+        self.encode_time += started.elapsed();
+        self.buf.split().freeze()
+    }
+
     /// Sets the latest snapshot of `group` for this tick, encoded once. Returns the frame,
     /// which a simulation may keep to hand to later subscribers.
     pub fn publish_snapshot(&mut self, group: GroupId, snapshot: &Snapshot) -> Bytes {
         let frame = self.encode_snapshot(snapshot);
-        self.set_snapshot(group, frame.clone());
+        self.set_snapshot(group, group, frame.clone());
         frame
+    }
+
+    /// Sets an encoded snapshot as this tick's for the members of `group`, in the outbox slot
+    /// of group `slot`. Groups that share a slot replace each other's pending snapshot: a
+    /// member that moves from one view to another never gets the old view's after the new.
+    pub fn publish_frame(&mut self, group: GroupId, slot: GroupId, frame: Bytes) {
+        self.set_snapshot(group, slot, frame);
     }
 
     /// Gives one member the latest state of `group` now (e.g. the current value when it
@@ -183,9 +225,9 @@ impl RoomCore {
         }
     }
 
-    fn set_snapshot(&mut self, group: GroupId, frame: Bytes) {
+    fn set_snapshot(&mut self, group: GroupId, slot: GroupId, frame: Bytes) {
         let g = self.groups.entry(group).or_default();
-        g.snapshot = Some(frame);
+        g.snapshot = Some((slot, frame));
         mark_dirty(&mut self.dirty, g, group);
     }
 
@@ -227,7 +269,7 @@ impl RoomCore {
     /// Sets the latest state of `group` for this tick (any message kind), encoded once.
     pub fn publish(&mut self, group: GroupId, body: ServerBody) {
         let frame = self.encode(body);
-        self.set_snapshot(group, frame);
+        self.set_snapshot(group, group, frame);
     }
 
     /// Adds a member to an interest group; it receives the group's frames from this tick on.
@@ -304,12 +346,13 @@ impl RoomCore {
         // between the two (see `wake_writers`).
         let immediate = self.dirty.len() == 1;
         for group in self.dirty.drain(..) {
-            let slot = slot_key(self.uid, group);
             let Some(g) = self.groups.get_mut(&group) else {
                 continue;
             };
             let snapshot = g.snapshot.take();
-            let snapshot = snapshot.as_ref().map(|s| (slot, s));
+            let snapshot = snapshot
+                .as_ref()
+                .map(|(slot, frame)| (slot_key(self.uid, *slot), frame));
             for (&session, outbox) in &g.members {
                 let to = Recipient { session, outbox };
                 to.queue(

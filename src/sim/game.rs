@@ -1,24 +1,34 @@
-//! The game room (`arena`): avatars moved by player inputs, bots that wander, one interest
-//! group (the whole world) replicated every tick.
+//! The game room (`arena`): avatars moved by player inputs, bots that wander, and the world
+//! replicated by area of interest.
+//!
+//! With `cell_size` set, the world is a grid of square cells. A client sees the cell its
+//! avatar stands in and the 8 around it: every client in one cell shares one view, an interest
+//! group whose snapshot is built once per tick from the cells' objects, each cell encoded once.
+//! Without it (0) the whole world is one cell and everyone shares one view.
 //!
 //! Deterministic: bot paths and spawn points come from a seeded generator and every input is
 //! one fixed movement step, so a test can predict positions exactly. Only resume tokens use
 //! the OS generator, since they must not be guessable.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use bytes::BytesMut;
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Deserialize;
 use tickroom_proto::v1::{
-    Entity, EntityKind, ErrorCode, Object, ObjectCreated, ObjectDeleted, RoomKind, Snapshot,
-    Welcome, client_message::Body, object::State, server_message::Body as ServerBody,
+    Entity, EntityKind, ErrorCode, Object, ObjectCreated, ObjectDeleted, RoomKind, Welcome,
+    client_message::Body, object::State, server_message::Body as ServerBody,
 };
 
 use crate::engine::{CommandError, JoinRequest, LeaveReason, RoomCore, SessionId, Simulation};
 use crate::outbox::{CloseReason, GroupId};
 
-/// The whole world is one interest group.
-pub const WORLD: GroupId = 0;
+/// The outbox slot every view's snapshot goes in: a client holds one view at a time, and
+/// the view it moved to replaces the one it left.
+const VIEW_SLOT: GroupId = 0;
+// Field number of Snapshot.objects (proto/tickroom.proto).
+const OBJECTS_TAG: u32 = 2;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default)]
@@ -30,6 +40,9 @@ pub struct GameConfig {
     pub max_players: u32,
     pub world_width: f32,
     pub world_height: f32,
+    /// Side of an area-of-interest cell: a client sees its avatar's cell and the 8 around
+    /// it. 0: the whole world is one cell.
+    pub cell_size: f32,
     /// Distance per second an input of length 1 moves an avatar.
     pub speed: f32,
     /// How long a disconnected avatar waits for its owner to resume (0: removed at once).
@@ -52,6 +65,7 @@ impl Default for GameConfig {
             max_players: 1000,
             world_width: 1000.0,
             world_height: 1000.0,
+            cell_size: 0.0,
             speed: 200.0,
             resume_grace_ms: 10_000,
             seed: 1,
@@ -69,6 +83,16 @@ impl GameConfig {
         let positive = |v: f32| v.is_finite() && v > 0.0;
         if !positive(self.world_width) || !positive(self.world_height) || !positive(self.speed) {
             return Err("world_width, world_height and speed must be positive".into());
+        }
+        if !(self.cell_size.is_finite() && self.cell_size >= 0.0) {
+            return Err("cell_size must be 0 (no area of interest) or positive".into());
+        }
+        if self.cell_size > 0.0
+            && (self.world_width / self.cell_size).ceil()
+                * (self.world_height / self.cell_size).ceil()
+                > 1_000_000.0
+        {
+            return Err("cell_size is too small for the world: more than 1,000,000 cells".into());
         }
         if self.max_inputs_per_tick == 0 || self.input_queue == 0 {
             return Err("max_inputs_per_tick and input_queue must be > 0".into());
@@ -122,6 +146,67 @@ struct Avatar {
     detached_at: Option<u64>,
     /// Movement steps this avatar may take now (see `max_inputs_per_tick`).
     budget: u32,
+    /// The view its owner is subscribed to (the avatar's cell when it was last placed).
+    view: Option<GroupId>,
+}
+
+/// The area-of-interest grid. Cell `c` is also the view group of clients standing in it.
+#[derive(Debug)]
+struct Grid {
+    cols: u32,
+    rows: u32,
+    size: f32,
+    /// This tick's `Snapshot.objects` fields of each cell, encoded once.
+    objects: Vec<BytesMut>,
+    /// Cells whose contents changed this tick (an object moved, came or went).
+    dirty: Vec<bool>,
+    any_dirty: bool,
+}
+
+impl Grid {
+    fn new(cfg: &GameConfig) -> Self {
+        let (cols, rows) = if cfg.cell_size > 0.0 {
+            (
+                ((cfg.world_width / cfg.cell_size).ceil() as u32).max(1),
+                ((cfg.world_height / cfg.cell_size).ceil() as u32).max(1),
+            )
+        } else {
+            (1, 1)
+        };
+        let n = (cols * rows) as usize;
+        Self {
+            cols,
+            rows,
+            size: cfg.cell_size,
+            objects: vec![BytesMut::new(); n],
+            // Everything is new on the first tick.
+            dirty: vec![true; n],
+            any_dirty: true,
+        }
+    }
+
+    fn cell_of(&self, x: f32, y: f32) -> u32 {
+        if self.size <= 0.0 {
+            return 0;
+        }
+        // Positions are clamped to the world; the far edge belongs to the last cell.
+        let cx = ((x / self.size) as u32).min(self.cols - 1);
+        let cy = ((y / self.size) as u32).min(self.rows - 1);
+        cy * self.cols + cx
+    }
+
+    fn touch(&mut self, cell: u32) {
+        self.dirty[cell as usize] = true;
+        self.any_dirty = true;
+    }
+
+    /// The cells a client standing in `cell` sees: it and its neighbours, row by row.
+    fn view(&self, cell: u32) -> impl Iterator<Item = u32> + '_ {
+        let (cx, cy) = (cell % self.cols, cell / self.cols);
+        let xs = cx.saturating_sub(1)..=(cx + 1).min(self.cols - 1);
+        (cy.saturating_sub(1)..=(cy + 1).min(self.rows - 1))
+            .flat_map(move |y| xs.clone().map(move |x| y * self.cols + x))
+    }
 }
 
 /// See the module docs.
@@ -135,10 +220,10 @@ pub struct GameRoom {
     by_session: HashMap<SessionId, u32>,
     by_token: HashMap<String, u32>,
     created: Vec<u32>,
-    deleted: Vec<u32>,
-    changed: bool,
+    /// Objects removed this tick, with the cell they were last in.
+    deleted: Vec<(u32, u32)>,
+    grid: Grid,
     rng: StdRng,
-    scratch: Vec<Object>,
 }
 
 impl GameRoom {
@@ -152,8 +237,7 @@ impl GameRoom {
             by_token: HashMap::new(),
             created: Vec::new(),
             deleted: Vec::new(),
-            changed: true,
-            scratch: Vec::new(),
+            grid: Grid::new(&cfg),
             cfg,
         };
         let bot_speed = room.cfg.speed * 0.5;
@@ -205,9 +289,10 @@ impl GameRoom {
             }
         }
         if let Ok(i) = self.entities.binary_search_by_key(&id, |e| e.id) {
-            self.entities.remove(i);
-            self.deleted.push(id);
-            self.changed = true;
+            let e = self.entities.remove(i);
+            let cell = self.grid.cell_of(e.x, e.y);
+            self.grid.touch(cell);
+            self.deleted.push((cell, id));
         }
     }
 
@@ -225,11 +310,13 @@ impl GameRoom {
 
     fn step_bots(&mut self, dt: f32) {
         let (w, h) = (self.cfg.world_width, self.cfg.world_height);
+        let grid = &mut self.grid;
         for e in self
             .entities
             .iter_mut()
             .filter(|e| e.kind == EntityKind::Bot)
         {
+            grid.touch(grid.cell_of(e.x, e.y));
             e.x += e.vx * dt;
             e.y += e.vy * dt;
             if e.x < 0.0 || e.x > w {
@@ -240,11 +327,11 @@ impl GameRoom {
                 e.vy = -e.vy;
                 e.y = e.y.clamp(0.0, h);
             }
-            self.changed = true;
+            grid.touch(grid.cell_of(e.x, e.y));
         }
     }
 
-    fn apply_inputs(&mut self, step: f32) {
+    fn apply_inputs(&mut self, ctx: &mut RoomCore, step: f32) {
         let (w, h) = (self.cfg.world_width, self.cfg.world_height);
         let cap = self.cfg.max_inputs_per_tick;
         for (id, a) in &mut self.avatars {
@@ -258,12 +345,137 @@ impl GameRoom {
                 continue;
             };
             let e = &mut self.entities[i];
+            self.grid.touch(self.grid.cell_of(e.x, e.y));
             for m in a.inputs.drain(..n) {
                 e.x = (e.x + m.dx * step).clamp(0.0, w);
                 e.y = (e.y + m.dy * step).clamp(0.0, h);
                 e.last_input_seq = m.seq;
             }
-            self.changed = true;
+            let cell = self.grid.cell_of(e.x, e.y);
+            self.grid.touch(cell);
+            if let Some(owner) = a.owner
+                && a.view != Some(cell)
+            {
+                // Walked into another cell: from this tick on its owner sees that view.
+                if let Some(old) = a.view.replace(cell) {
+                    ctx.unsubscribe(owner, old);
+                }
+                ctx.subscribe(owner, cell);
+            }
+        }
+    }
+
+    /// Subscribes an avatar's owner to the view of the cell it stands in, and makes that
+    /// view due this tick so the owner gets a snapshot at once.
+    fn place_viewer(&mut self, ctx: &mut RoomCore, id: u32) {
+        let Some(a) = self.avatars.get_mut(&id) else {
+            return;
+        };
+        let (Some(owner), Ok(i)) = (a.owner, self.entities.binary_search_by_key(&id, |e| e.id))
+        else {
+            return;
+        };
+        let cell = self.grid.cell_of(self.entities[i].x, self.entities[i].y);
+        if let Some(old) = a.view.replace(cell) {
+            ctx.unsubscribe(owner, old);
+        }
+        ctx.subscribe(owner, cell);
+        self.grid.touch(cell);
+    }
+
+    /// The tick's creations and deletions, one message of each per view that sees them.
+    fn announce(&mut self, ctx: &mut RoomCore) {
+        let mut deleted = std::mem::take(&mut self.deleted);
+        // Created and deleted within one tick: nobody needs to hear of it.
+        let created: Vec<u32> = std::mem::take(&mut self.created)
+            .into_iter()
+            .filter(|id| match deleted.iter().position(|(_, d)| d == id) {
+                Some(pos) => {
+                    deleted.remove(pos);
+                    false
+                }
+                None => true,
+            })
+            .collect();
+        if created.is_empty() && deleted.is_empty() {
+            return;
+        }
+        // Ordered by view so every run sends the same messages in the same order.
+        let mut per_view: BTreeMap<GroupId, (Vec<Object>, Vec<u32>)> = BTreeMap::new();
+        for id in created {
+            let Ok(i) = self.entities.binary_search_by_key(&id, |e| e.id) else {
+                continue;
+            };
+            let e = &self.entities[i];
+            for v in self.grid.view(self.grid.cell_of(e.x, e.y)) {
+                per_view.entry(v).or_default().0.push(e.object());
+            }
+        }
+        for (cell, id) in deleted {
+            for v in self.grid.view(cell) {
+                per_view.entry(v).or_default().1.push(id);
+            }
+        }
+        for (view, (created, deleted)) in per_view {
+            if !ctx.has_members(view) {
+                continue;
+            }
+            if !created.is_empty() {
+                ctx.broadcast(
+                    view,
+                    ServerBody::ObjectCreated(ObjectCreated { objects: created }),
+                );
+            }
+            if !deleted.is_empty() {
+                ctx.broadcast(
+                    view,
+                    ServerBody::ObjectDeleted(ObjectDeleted { ids: deleted }),
+                );
+            }
+        }
+    }
+
+    /// Encodes the objects of every changed cell, once.
+    fn encode_cells(&mut self) {
+        let grid = &mut self.grid;
+        for (cell, dirty) in grid.dirty.iter().enumerate() {
+            if *dirty {
+                grid.objects[cell].clear();
+            }
+        }
+        // Entities are sorted by id, so each cell lists its objects in id order.
+        for e in &self.entities {
+            let cell = grid.cell_of(e.x, e.y) as usize;
+            if grid.dirty[cell] {
+                prost::encoding::message::encode(OBJECTS_TAG, &e.object(), &mut grid.objects[cell]);
+            }
+        }
+    }
+
+    /// Builds the snapshot of every watched view that saw a change, once per view.
+    fn publish_views(&mut self, ctx: &mut RoomCore) {
+        let grid = &self.grid;
+        let mut due = vec![false; grid.dirty.len()];
+        let mut views = Vec::new();
+        for (cell, _) in grid.dirty.iter().enumerate().filter(|(_, d)| **d) {
+            for v in grid.view(cell as u32) {
+                if !due[v as usize] {
+                    due[v as usize] = true;
+                    views.push(v);
+                }
+            }
+        }
+        views.sort_unstable();
+        let now = ctx.now_us();
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(9);
+        for v in views {
+            if !ctx.has_members(v) {
+                continue;
+            }
+            parts.clear();
+            parts.extend(grid.view(v).map(|c| &grid.objects[c as usize][..]));
+            let frame = ctx.encode_snapshot_parts(now, &parts);
+            ctx.publish_frame(v, VIEW_SLOT, frame);
         }
     }
 
@@ -302,8 +514,7 @@ impl Simulation for GameRoom {
             avatar.detached_at = None;
             let token = avatar.token.clone();
             self.by_session.insert(join.session, id);
-            ctx.subscribe(join.session, WORLD);
-            self.changed = true;
+            self.place_viewer(ctx, id);
             return Ok(self.welcome(id, &token, true));
         }
         if self.avatars.len() >= self.cfg.max_players as usize {
@@ -337,13 +548,13 @@ impl Simulation for GameRoom {
                 last_received_seq: 0,
                 detached_at: None,
                 budget: 1,
+                view: None,
             },
         );
         self.by_token.insert(token.clone(), id);
         self.by_session.insert(join.session, id);
         self.created.push(id);
-        self.changed = true;
-        ctx.subscribe(join.session, WORLD);
+        self.place_viewer(ctx, id);
         Ok(self.welcome(id, &token, false))
     }
 
@@ -354,6 +565,7 @@ impl Simulation for GameRoom {
         if reason.is_resumable() && self.cfg.grace_ticks() > 0 {
             if let Some(a) = self.avatars.get_mut(&id) {
                 a.owner = None;
+                a.view = None;
                 a.detached_at = Some(ctx.tick());
             }
         } else {
@@ -418,50 +630,20 @@ impl Simulation for GameRoom {
 
     fn step(&mut self, ctx: &mut RoomCore) {
         let dt = 1.0 / ctx.tick_rate_hz() as f32;
-        self.apply_inputs(self.cfg.speed * dt);
+        self.apply_inputs(ctx, self.cfg.speed * dt);
         self.step_bots(dt);
         self.expire_detached(ctx.tick());
     }
 
     fn replicate(&mut self, ctx: &mut RoomCore) {
-        // One message each for the tick's creations and deletions, however many: a burst
-        // of joins must not cost every member a reliable frame per join.
-        let mut deleted = std::mem::take(&mut self.deleted);
-        let mut created = Vec::new();
-        for id in std::mem::take(&mut self.created) {
-            if let Some(pos) = deleted.iter().position(|d| *d == id) {
-                // Created and deleted within one tick: nobody needs to hear of it.
-                deleted.remove(pos);
-            } else if let Ok(i) = self.entities.binary_search_by_key(&id, |e| e.id) {
-                created.push(self.entities[i].object());
-            }
-        }
-        if !created.is_empty() {
-            created.sort_unstable_by_key(|o| o.id);
-            ctx.broadcast(
-                WORLD,
-                ServerBody::ObjectCreated(ObjectCreated { objects: created }),
-            );
-        }
-        if !deleted.is_empty() {
-            ctx.broadcast(
-                WORLD,
-                ServerBody::ObjectDeleted(ObjectDeleted { ids: deleted }),
-            );
-        }
-        if !self.changed {
+        self.announce(ctx);
+        if !self.grid.any_dirty {
             return;
         }
-        self.changed = false;
-        let mut objects = std::mem::take(&mut self.scratch);
-        objects.clear();
-        objects.extend(self.entities.iter().map(Ent::object));
-        let snapshot = Snapshot {
-            server_time_us: ctx.now_us(),
-            objects,
-        };
-        ctx.publish_snapshot(WORLD, &snapshot);
-        self.scratch = snapshot.objects;
+        self.encode_cells();
+        self.publish_views(ctx);
+        self.grid.dirty.fill(false);
+        self.grid.any_dirty = false;
     }
 }
 
@@ -471,7 +653,7 @@ mod tests {
 
     use bytes::Bytes;
     use prost::Message;
-    use tickroom_proto::v1::ServerMessage;
+    use tickroom_proto::v1::{ServerMessage, Snapshot};
 
     use super::*;
     use crate::engine::{Command, Room};
@@ -657,5 +839,151 @@ mod tests {
         assert_eq!(s.objects.len(), 100);
         // About 19 bytes an object: id, kind, two floats, framing.
         assert!(snap.len() < 2_200, "{} bytes", snap.len());
+    }
+
+    fn snapshot_of(msgs: &[ServerMessage]) -> Option<Snapshot> {
+        msgs.iter().rev().find_map(|m| match &m.body {
+            Some(ServerBody::Snapshot(s)) => Some(s.clone()),
+            _ => None,
+        })
+    }
+
+    fn cell_xy(p: (f32, f32), size: f32) -> (i32, i32) {
+        ((p.0 / size) as i32, (p.1 / size) as i32)
+    }
+
+    fn near(a: (i32, i32), b: (i32, i32)) -> bool {
+        (a.0 - b.0).abs() <= 1 && (a.1 - b.1).abs() <= 1
+    }
+
+    fn aoi(bots: u32, world: f32, cell: f32) -> GameConfig {
+        GameConfig {
+            bots,
+            world_width: world,
+            world_height: world,
+            cell_size: cell,
+            max_players: 10_000,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_client_sees_exactly_its_cell_and_the_eight_around_it() {
+        let mut r = room(aoi(400, 1000.0, 100.0));
+        r.begin_tick(1, 1);
+        let o = join(&mut r, 1, "");
+        r.run_tick();
+        let msgs = drain(&o);
+        let me = welcome(&msgs).your_object_id;
+        let mine = cell_xy(r.sim().position(me).unwrap(), 100.0);
+        let seen: std::collections::BTreeSet<u32> = snapshot_of(&msgs)
+            .unwrap()
+            .objects
+            .iter()
+            .map(|o| o.id)
+            .collect();
+        let in_view: std::collections::BTreeSet<u32> = (1..=me)
+            .filter(|id| near(cell_xy(r.sim().position(*id).unwrap(), 100.0), mine))
+            .collect();
+        assert!(seen.contains(&me), "a client always sees its own avatar");
+        assert_eq!(seen, in_view);
+        assert!(seen.len() < 100, "{} of 401 objects", seen.len());
+        assert_eq!(r.core().groups_of(1), [mine.1 as u32 * 10 + mine.0 as u32]);
+    }
+
+    #[test]
+    fn each_view_is_encoded_once_and_shared_by_its_clients() {
+        // 9 cells crowded with bots: every view changes every tick.
+        let mut r = room(aoi(500, 300.0, 100.0));
+        r.begin_tick(1, 1);
+        let outboxes: Vec<_> = (1..=60).map(|s| join(&mut r, s, "")).collect();
+        r.run_tick();
+        for o in &outboxes {
+            drain(o);
+        }
+        let before = r.core().encodes();
+        r.begin_tick(2, 2);
+        r.run_tick();
+        let mut frames: HashMap<GroupId, Bytes> = HashMap::new();
+        for (i, o) in outboxes.iter().enumerate() {
+            let mut got = Vec::new();
+            o.take(&mut got);
+            assert_eq!(got.len(), 1, "one snapshot a tick");
+            let view = r.core().groups_of(i as SessionId + 1)[0];
+            let first = frames.entry(view).or_insert_with(|| got[0].clone());
+            assert_eq!(
+                first.as_ptr(),
+                got[0].as_ptr(),
+                "clients of a view share one frame"
+            );
+        }
+        assert_eq!(r.core().encodes() - before, frames.len() as u64);
+    }
+
+    #[test]
+    fn walking_into_another_cell_switches_the_view() {
+        let mut r = room(aoi(0, 1000.0, 100.0));
+        r.begin_tick(1, 1);
+        let o = join(&mut r, 1, "");
+        r.run_tick();
+        let me = welcome(&drain(&o)).your_object_id;
+        let start = cell_xy(r.sim().position(me).unwrap(), 100.0);
+        let dir = if start.0 < 5 { 1.0 } else { -1.0 };
+        // 100 units at 200/s, one step a tick: at most 30 ticks to cross into the next cell.
+        for tick in 2..=40 {
+            input(&mut r, 1, tick as u32, dir);
+            r.begin_tick(tick, tick as i64);
+            r.run_tick();
+            let now = cell_xy(r.sim().position(me).unwrap(), 100.0);
+            let view = (now.1 * 10 + now.0) as GroupId;
+            assert_eq!(r.core().groups_of(1), [view], "tick {tick}");
+            let snap = snapshot_of(&drain(&o)).expect("the avatar moved: a snapshot");
+            assert!(snap.objects.iter().any(|o| o.id == me));
+        }
+        let end = cell_xy(r.sim().position(me).unwrap(), 100.0);
+        assert_ne!(start, end, "crossed a cell boundary");
+    }
+
+    #[test]
+    fn creations_and_deletions_reach_only_the_views_that_see_them() {
+        let mut r = room(aoi(0, 1000.0, 100.0));
+        r.begin_tick(1, 1);
+        let watchers: Vec<_> = (1..=40).map(|s| join(&mut r, s, "")).collect();
+        r.run_tick();
+        let ids: Vec<u32> = watchers
+            .iter()
+            .map(|o| welcome(&drain(o)).your_object_id)
+            .collect();
+        r.begin_tick(2, 2);
+        let o = join(&mut r, 100, "");
+        r.run_tick();
+        let newcomer = welcome(&drain(&o)).your_object_id;
+        let at = cell_xy(r.sim().position(newcomer).unwrap(), 100.0);
+        let mut told = 0;
+        for (w, id) in watchers.iter().zip(&ids) {
+            let sees = near(cell_xy(r.sim().position(*id).unwrap(), 100.0), at);
+            let heard = drain(w).iter().any(|m| {
+                matches!(&m.body, Some(ServerBody::ObjectCreated(c)) if c.objects.iter().any(|o| o.id == newcomer))
+            });
+            assert_eq!(heard, sees, "watcher {id}");
+            told += usize::from(heard);
+        }
+        assert!(
+            0 < told && told < 40,
+            "{told} of 40 watchers see the newcomer"
+        );
+        r.handle(Command::Leave {
+            session: 100,
+            reason: LeaveReason::Left,
+        });
+        r.begin_tick(3, 3);
+        r.run_tick();
+        let mut heard_deleted = 0;
+        for w in &watchers {
+            heard_deleted += usize::from(drain(w).iter().any(|m| {
+                matches!(&m.body, Some(ServerBody::ObjectDeleted(d)) if d.ids.contains(&newcomer))
+            }));
+        }
+        assert_eq!(heard_deleted, told);
     }
 }
