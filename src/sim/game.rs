@@ -43,6 +43,9 @@ pub struct GameConfig {
     /// Side of an area-of-interest cell: a client sees its avatar's cell and the 8 around
     /// it. 0: the whole world is one cell.
     pub cell_size: f32,
+    /// Every view gets a snapshot every tick, changed or not: the steady stream game
+    /// clients interpolate against. false: only views in which something changed.
+    pub steady_snapshots: bool,
     /// Distance per second an input of length 1 moves an avatar.
     pub speed: f32,
     /// How long a disconnected avatar waits for its owner to resume (0: removed at once).
@@ -66,6 +69,7 @@ impl Default for GameConfig {
             world_width: 1000.0,
             world_height: 1000.0,
             cell_size: 0.0,
+            steady_snapshots: true,
             speed: 200.0,
             resume_grace_ms: 10_000,
             seed: 1,
@@ -161,6 +165,8 @@ struct Grid {
     /// Cells whose contents changed this tick (an object moved, came or went).
     dirty: Vec<bool>,
     any_dirty: bool,
+    /// Clients whose view is each cell.
+    viewers: Vec<u32>,
 }
 
 impl Grid {
@@ -182,6 +188,17 @@ impl Grid {
             // Everything is new on the first tick.
             dirty: vec![true; n],
             any_dirty: true,
+            viewers: vec![0; n],
+        }
+    }
+
+    /// Moves one client's view count from `old` to `new`.
+    fn watch(&mut self, old: Option<u32>, new: Option<u32>) {
+        if let Some(old) = old {
+            self.viewers[old as usize] -= 1;
+        }
+        if let Some(new) = new {
+            self.viewers[new as usize] += 1;
         }
     }
 
@@ -283,6 +300,7 @@ impl GameRoom {
 
     fn remove_avatar(&mut self, id: u32) {
         if let Some(a) = self.avatars.remove(&id) {
+            self.grid.watch(a.view, None);
             self.by_token.remove(&a.token);
             if let Some(owner) = a.owner {
                 self.by_session.remove(&owner);
@@ -357,9 +375,11 @@ impl GameRoom {
                 && a.view != Some(cell)
             {
                 // Walked into another cell: from this tick on its owner sees that view.
-                if let Some(old) = a.view.replace(cell) {
+                let old = a.view.replace(cell);
+                if let Some(old) = old {
                     ctx.unsubscribe(owner, old);
                 }
+                self.grid.watch(old, Some(cell));
                 ctx.subscribe(owner, cell);
             }
         }
@@ -376,9 +396,11 @@ impl GameRoom {
             return;
         };
         let cell = self.grid.cell_of(self.entities[i].x, self.entities[i].y);
-        if let Some(old) = a.view.replace(cell) {
+        let old = a.view.replace(cell);
+        if let Some(old) = old {
             ctx.unsubscribe(owner, old);
         }
+        self.grid.watch(old, Some(cell));
         ctx.subscribe(owner, cell);
         self.grid.touch(cell);
     }
@@ -452,26 +474,28 @@ impl GameRoom {
         }
     }
 
-    /// Builds the snapshot of every watched view that saw a change, once per view.
+    /// Builds the snapshot of every watched view that is due (all of them with
+    /// `steady_snapshots`, else those that saw a change), once per view.
     fn publish_views(&mut self, ctx: &mut RoomCore) {
         let grid = &self.grid;
-        let mut due = vec![false; grid.dirty.len()];
         let mut views = Vec::new();
-        for (cell, _) in grid.dirty.iter().enumerate().filter(|(_, d)| **d) {
-            for v in grid.view(cell as u32) {
-                if !due[v as usize] {
-                    due[v as usize] = true;
-                    views.push(v);
+        if self.cfg.steady_snapshots {
+            views.extend((0..grid.viewers.len() as u32).filter(|v| grid.viewers[*v as usize] > 0));
+        } else {
+            let mut due = vec![false; grid.dirty.len()];
+            for (cell, _) in grid.dirty.iter().enumerate().filter(|(_, d)| **d) {
+                for v in grid.view(cell as u32) {
+                    if !due[v as usize] && grid.viewers[v as usize] > 0 {
+                        due[v as usize] = true;
+                        views.push(v);
+                    }
                 }
             }
+            views.sort_unstable();
         }
-        views.sort_unstable();
         let now = ctx.now_us();
         let mut parts: Vec<&[u8]> = Vec::with_capacity(9);
         for v in views {
-            if !ctx.has_members(v) {
-                continue;
-            }
             parts.clear();
             parts.extend(grid.view(v).map(|c| &grid.objects[c as usize][..]));
             let frame = ctx.encode_snapshot_parts(now, &parts);
@@ -565,7 +589,7 @@ impl Simulation for GameRoom {
         if reason.is_resumable() && self.cfg.grace_ticks() > 0 {
             if let Some(a) = self.avatars.get_mut(&id) {
                 a.owner = None;
-                a.view = None;
+                self.grid.watch(a.view.take(), None);
                 a.detached_at = Some(ctx.tick());
             }
         } else {
@@ -637,7 +661,7 @@ impl Simulation for GameRoom {
 
     fn replicate(&mut self, ctx: &mut RoomCore) {
         self.announce(ctx);
-        if !self.grid.any_dirty {
+        if !self.grid.any_dirty && !self.cfg.steady_snapshots {
             return;
         }
         self.encode_cells();
@@ -985,5 +1009,54 @@ mod tests {
             }));
         }
         assert_eq!(heard_deleted, told);
+    }
+
+    #[test]
+    fn steady_views_get_a_snapshot_every_tick_and_on_change_views_only_when_something_moves() {
+        for steady in [true, false] {
+            let mut r = room(GameConfig {
+                steady_snapshots: steady,
+                ..aoi(0, 1000.0, 100.0)
+            });
+            r.begin_tick(1, 1);
+            let o = join(&mut r, 1, "");
+            r.run_tick();
+            drain(&o);
+            let mut snapshots = 0;
+            for tick in 2..=11 {
+                r.begin_tick(tick, tick as i64);
+                r.run_tick();
+                snapshots += drain(&o).len();
+            }
+            assert_eq!(snapshots, if steady { 10 } else { 0 }, "steady {steady}");
+        }
+    }
+
+    #[test]
+    fn views_of_clients_that_left_or_were_resumed_elsewhere_are_not_built() {
+        let mut r = room(aoi(0, 1000.0, 100.0));
+        r.begin_tick(1, 1);
+        let a = join(&mut r, 1, "");
+        join(&mut r, 2, "");
+        r.run_tick();
+        let token = welcome(&drain(&a)).resume_token;
+        // Session 1 drops (resumable), comes back as 3; session 2 leaves for good.
+        r.handle(Command::Leave {
+            session: 1,
+            reason: LeaveReason::Closed(CloseReason::PeerGone),
+        });
+        r.handle(Command::Leave {
+            session: 2,
+            reason: LeaveReason::Left,
+        });
+        let b = join(&mut r, 3, &token);
+        r.begin_tick(2, 2);
+        r.run_tick();
+        drain(&b);
+        let before = r.core().encodes();
+        r.begin_tick(3, 3);
+        r.run_tick();
+        assert_eq!(drain(&b).len(), 1, "the resumed client's view");
+        assert_eq!(r.core().encodes() - before, 1, "and no other");
     }
 }
