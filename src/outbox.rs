@@ -108,6 +108,36 @@ struct State {
     conflated: u64,
 }
 
+/// Consecutive snapshot frames being joined into one (see [`Outbox::take`]).
+#[derive(Default)]
+struct SnapshotRun {
+    first: Option<Bytes>,
+    joined: Option<bytes::BytesMut>,
+}
+
+impl SnapshotRun {
+    fn push(&mut self, frame: Bytes) {
+        if let Some(joined) = &mut self.joined {
+            joined.extend_from_slice(&frame);
+        } else if let Some(first) = self.first.take() {
+            let mut joined = bytes::BytesMut::with_capacity(4 * (first.len() + frame.len()));
+            joined.extend_from_slice(&first);
+            joined.extend_from_slice(&frame);
+            self.joined = Some(joined);
+        } else {
+            self.first = Some(frame);
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<Bytes>) {
+        if let Some(joined) = self.joined.take() {
+            out.push(joined.freeze());
+        } else if let Some(first) = self.first.take() {
+            out.push(first);
+        }
+    }
+}
+
 /// See the module docs.
 #[derive(Debug)]
 pub struct Outbox {
@@ -236,7 +266,11 @@ impl Outbox {
         self.lock().closed
     }
 
-    /// Moves every pending frame, in order, into `out`.
+    /// Moves every pending frame, in order, into `out`. Snapshots that are next to each other
+    /// in the queue leave as ONE frame, their bytes concatenated: every snapshot frame is a
+    /// `ServerMessage { tick, snapshot }`, and protobuf decodes concatenated messages as one
+    /// whose `snapshot.objects` are all of theirs (and whose tick is the last). A ticker
+    /// session's 20 changed symbols are then one WebSocket message, not 20.
     pub fn take(&self, out: &mut Vec<Bytes>) -> Taken {
         let mut st = self.lock();
         let frames = st.queue.len();
@@ -244,9 +278,17 @@ impl Outbox {
             .reliable_backlog_max
             .fetch_max(st.reliable as u64, Ordering::Relaxed);
         out.reserve(frames);
-        out.extend(st.queue.drain(..).map(|e| match e {
-            Entry::Reliable(b) | Entry::Snapshot(_, b) => b,
-        }));
+        let mut run = SnapshotRun::default();
+        for entry in st.queue.drain(..) {
+            match entry {
+                Entry::Snapshot(_, b) => run.push(b),
+                Entry::Reliable(b) => {
+                    run.finish(out);
+                    out.push(b);
+                }
+            }
+        }
+        run.finish(out);
         st.reliable = 0;
         if st.queue.capacity() > 64 {
             // A burst grew the queue; give the memory back once it is drained.
@@ -336,6 +378,47 @@ mod tests {
         assert_eq!(taken(&o), vec![b("s2-t1"), b("deleted-t2"), b("s1-t2")]);
         assert_eq!(o.conflated(), 1);
         assert!(o.is_empty());
+    }
+
+    #[test]
+    fn neighbouring_snapshots_leave_as_one_frame_that_decodes_as_one_snapshot() {
+        use prost::Message;
+        use tickroom_proto::v1::{
+            Object, ServerMessage, Snapshot, server_message::Body as ServerBody,
+        };
+        let snap = |tick: u64, id: u32| {
+            Bytes::from(
+                ServerMessage {
+                    tick,
+                    body: Some(ServerBody::Snapshot(Snapshot {
+                        server_time_us: 1,
+                        objects: vec![Object { id, state: None }],
+                    })),
+                }
+                .encode_to_vec(),
+            )
+        };
+        let o = Outbox::new(8);
+        o.publish(1, &snap(7, 1)).unwrap();
+        o.publish(2, &snap(7, 2)).unwrap();
+        o.publish(3, &snap(8, 3)).unwrap();
+        o.push_reliable(b("reliable")).unwrap();
+        o.publish(4, &snap(8, 4)).unwrap();
+        let frames = taken(&o);
+        assert_eq!(frames.len(), 3, "[1 2 3] reliable [4]");
+        assert_eq!(frames[1], b("reliable"));
+        let joined = ServerMessage::decode(frames[0].clone()).unwrap();
+        assert_eq!(joined.tick, 8, "the newest tick");
+        let Some(ServerBody::Snapshot(s)) = joined.body else {
+            panic!("a snapshot")
+        };
+        let ids: Vec<u32> = s.objects.iter().map(|o| o.id).collect();
+        assert_eq!(ids, [1, 2, 3]);
+        assert_eq!(
+            frames[2],
+            snap(8, 4),
+            "a lone snapshot is passed on as it is"
+        );
     }
 
     #[test]

@@ -266,12 +266,6 @@ impl RoomCore {
         mark_dirty(&mut self.dirty, g, group);
     }
 
-    /// Sets the latest state of `group` for this tick (any message kind), encoded once.
-    pub fn publish(&mut self, group: GroupId, body: ServerBody) {
-        let frame = self.encode(body);
-        self.set_snapshot(group, group, frame);
-    }
-
     /// Adds a member to an interest group; it receives the group's frames from this tick on.
     pub fn subscribe(&mut self, session: SessionId, group: GroupId) {
         let Some(m) = self.members.get_mut(&session) else {
@@ -641,12 +635,12 @@ mod tests {
         fn step(&mut self, _: &mut RoomCore) {}
         fn replicate(&mut self, ctx: &mut RoomCore) {
             ctx.broadcast(0, ServerBody::ObjectDeleted(Default::default()));
-            ctx.publish(
+            ctx.publish_snapshot(
                 0,
-                ServerBody::Snapshot(Snapshot {
+                &Snapshot {
                     server_time_us: ctx.now_us(),
                     objects: vec![],
-                }),
+                },
             );
         }
     }
