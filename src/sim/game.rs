@@ -192,6 +192,23 @@ impl Grid {
         }
     }
 
+    /// Makes `cell` the view of client `owner`, whose current view is `view`: its group
+    /// membership and the view counts follow.
+    fn show(
+        &mut self,
+        ctx: &mut RoomCore,
+        owner: SessionId,
+        view: &mut Option<GroupId>,
+        cell: GroupId,
+    ) {
+        let old = view.replace(cell);
+        if let Some(old) = old {
+            ctx.unsubscribe(owner, old);
+        }
+        self.watch(old, Some(cell));
+        ctx.subscribe(owner, cell);
+    }
+
     /// Moves one client's view count from `old` to `new`.
     fn watch(&mut self, old: Option<u32>, new: Option<u32>) {
         if let Some(old) = old {
@@ -375,12 +392,7 @@ impl GameRoom {
                 && a.view != Some(cell)
             {
                 // Walked into another cell: from this tick on its owner sees that view.
-                let old = a.view.replace(cell);
-                if let Some(old) = old {
-                    ctx.unsubscribe(owner, old);
-                }
-                self.grid.watch(old, Some(cell));
-                ctx.subscribe(owner, cell);
+                self.grid.show(ctx, owner, &mut a.view, cell);
             }
         }
     }
@@ -396,12 +408,7 @@ impl GameRoom {
             return;
         };
         let cell = self.grid.cell_of(self.entities[i].x, self.entities[i].y);
-        let old = a.view.replace(cell);
-        if let Some(old) = old {
-            ctx.unsubscribe(owner, old);
-        }
-        self.grid.watch(old, Some(cell));
-        ctx.subscribe(owner, cell);
+        self.grid.show(ctx, owner, &mut a.view, cell);
         self.grid.touch(cell);
     }
 
