@@ -22,6 +22,9 @@
 //! The binaries must be built first, which `make bench-load` does: target/release/tickroom,
 //! target/release/client-sim and target/release/deps/write_probe-* (the newest).
 
+#[path = "support/host.rs"]
+mod host;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs::{self, File};
@@ -350,7 +353,7 @@ impl Bench {
         };
         // Every client is a socket on both sides: take all the descriptors the hard limit
         // allows before starting anything, so the children inherit the raised limit.
-        let nofile = raise_nofile()?;
+        let nofile = host::raise_nofile()?;
         let config = LoadConfig::read(&args.config, &root.join(DEFAULT_CONFIG))?;
         fs::create_dir_all(&args.out)
             .with_context(|| format!("creating {}", args.out.display()))?;
@@ -1815,7 +1818,7 @@ impl Bench {
         json!({
             "date_utc": self.started_utc,
             "machine": {
-                "cpu": cpu_model(),
+                "cpu": host::cpu_model().unwrap_or_else(|| "unknown CPU".into()),
                 "cores": self.cores,
                 "memory_bytes": memory_bytes(),
             },
@@ -1874,19 +1877,10 @@ fn machine(cores: usize) -> String {
     let memory = memory_bytes().map_or("? GiB".into(), |b| {
         format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64)
     });
-    format!("{}, {cores} cores, {memory} memory", cpu_model())
-}
-
-fn cpu_model() -> String {
-    fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
+    format!(
+        "{}, {cores} cores, {memory} memory",
+        host::cpu_model().unwrap_or_else(|| "unknown CPU".into())
+    )
 }
 
 fn memory_bytes() -> Option<u64> {
@@ -2136,26 +2130,6 @@ fn scrape_metrics(port: u16) -> Option<BTreeMap<String, f64>> {
         *series.entry(line[..name_end].to_owned()).or_insert(0.0) += value;
     }
     Some(series)
-}
-
-/// Raises the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit.
-fn raise_nofile() -> Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: lim is a valid, writable rlimit.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
-    if lim.rlim_cur < lim.rlim_max {
-        lim.rlim_cur = lim.rlim_max;
-        // SAFETY: lim is a valid rlimit.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-            return Err(std::io::Error::last_os_error().into());
-        }
-    }
-    Ok(lim.rlim_cur)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -19,6 +19,9 @@
 //! target/release/deps/write_probe-* --connections 10000 --frame-bytes 100 --json probe.json
 //! ```
 
+#[path = "support/host.rs"]
+mod host;
+
 use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
@@ -180,30 +183,6 @@ fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
     }
 }
 
-/// Raises the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit.
-fn raise_nofile() -> std::io::Result<libc::rlim_t> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: lim is a valid, writable rlimit.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    if lim.rlim_cur < lim.rlim_max {
-        let want = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
-        // SAFETY: want is a valid rlimit.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        lim.rlim_cur = lim.rlim_max;
-    }
-    Ok(lim.rlim_cur)
-}
-
 /// Per-core (busy, steal) time from `/proc/stat`, in USER_HZ ticks. Busy is user + nice +
 /// system + irq + softirq of every task on the core; steal is time the hypervisor ran
 /// something else while the vCPU wanted to run.
@@ -224,18 +203,6 @@ fn core_ticks() -> Vec<(u64, u64)> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into())
 }
 
 fn cores() -> usize {
@@ -649,7 +616,7 @@ fn main() -> ExitCode {
 
 fn run(args: &Args, cores: usize) -> std::io::Result<ExitCode> {
     let n = args.connections;
-    let nofile = raise_nofile()?;
+    let nofile = host::raise_nofile()?;
     let per_conn: u64 = if args.reader_process { 1 } else { 2 };
     let need = per_conn * n as u64 + FD_SLACK;
     if need > nofile {
@@ -790,7 +757,7 @@ fn run(args: &Args, cores: usize) -> std::io::Result<ExitCode> {
         c.and_then(|c| v.get(c))
             .map_or("-".to_string(), |p| format!("{p:.0} %"))
     };
-    let model = cpu_model();
+    let model = host::cpu_model().unwrap_or_else(|| "unknown".into());
     let pin = |c: Option<usize>| c.map_or("-".to_string(), |c| c.to_string());
 
     println!(
