@@ -8,8 +8,8 @@
 //! bounded by `reliable_cap + groups` frames, however slow the client.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
@@ -138,15 +138,37 @@ impl SnapshotRun {
     }
 }
 
+/// Who moves an outbox's frames to its socket when a room queued some: the transport
+/// attaches one so a tick's hand-out wakes a few flushers rather than a task per session.
+pub trait Drain: Send + Sync {
+    /// Queues the session for writing. Returns the flusher to wake when it was idle: the
+    /// caller wakes it once it has queued everything it has, so a room's hand-out does not
+    /// hand the core to the flusher after each session.
+    fn queue(self: Arc<Self>) -> Option<Arc<Notify>>;
+}
+
 /// See the module docs.
-#[derive(Debug)]
 pub struct Outbox {
     state: Mutex<State>,
+    // Weak: the transport's drain owns the socket, which must close with the session even
+    // while a room still holds the outbox (an avatar waiting to be resumed).
+    drain: OnceLock<Weak<dyn Drain>>,
     notify: Notify,
     closed_notify: Notify,
     // Mirrors `state.closed.is_some()` so the room's sweep needs no lock.
     closed: AtomicBool,
     reliable_cap: usize,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("state", &self.state)
+            .field("drain", &self.drain.get().is_some())
+            .field("closed", &self.closed)
+            .field("reliable_cap", &self.reliable_cap)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What `take` found besides frames.
@@ -160,6 +182,7 @@ impl Outbox {
     pub fn new(reliable_cap: usize) -> Self {
         Self {
             state: Mutex::new(State::default()),
+            drain: OnceLock::new(),
             notify: Notify::new(),
             closed_notify: Notify::new(),
             closed: AtomicBool::new(false),
@@ -228,8 +251,32 @@ impl Outbox {
         Ok(was_empty && !st.queue.is_empty())
     }
 
-    /// Wakes the writer (after [`enqueue`](Self::enqueue) said so).
+    /// Sets who moves the frames out when there are some; without one (or once it is gone)
+    /// [`wake`](Self::wake) wakes the task waiting in [`ready`](Self::ready). First one wins.
+    pub fn attach(&self, drain: Weak<dyn Drain>) {
+        let _ = self.drain.set(drain);
+    }
+
+    /// Hands the frames to the drain, or wakes the writer (after [`enqueue`](Self::enqueue)
+    /// said so).
     pub fn wake(&self) {
+        let mut flushers = Vec::new();
+        self.wake_later(&mut flushers);
+        flushers.iter().for_each(|f| f.notify_one());
+    }
+
+    /// Like [`wake`](Self::wake), but a flusher to wake is put on `flushers`, for the caller
+    /// to wake after the rest of its hand-out.
+    pub fn wake_later(&self, flushers: &mut Vec<Arc<Notify>>) {
+        match self.drain.get().and_then(Weak::upgrade) {
+            Some(drain) => flushers.extend(drain.queue()),
+            None => self.notify.notify_one(),
+        }
+    }
+
+    /// Wakes the task waiting in [`ready`](Self::ready) whatever the drain: its socket is
+    /// full, or it has control frames to write.
+    pub fn wake_writer(&self) {
         self.notify.notify_one();
     }
 

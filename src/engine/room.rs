@@ -4,7 +4,7 @@
 //! step a room deterministically. [`RoomCore`] is what a [`Simulation`] sees; it encodes each
 //! message once into a shared `Bytes` and hands the same frame to every recipient.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -60,6 +60,8 @@ pub struct RoomCore {
     // Outboxes that went from empty to non-empty; their writers are woken once the command
     // or tick is done, so everything it queued leaves in one socket write.
     wake: Vec<Arc<Outbox>>,
+    /// Flushers to wake after a hand-out (scratch, kept for its allocation).
+    flushers: Vec<Arc<tokio::sync::Notify>>,
     buf: BytesMut,
     encodes: u64,
     /// Time spent encoding during the current tick.
@@ -75,11 +77,12 @@ impl RoomCore {
             tick_rate_hz,
             tick: 0,
             now_us: 0,
-            members: HashMap::new(),
-            groups: HashMap::new(),
+            members: HashMap::default(),
+            groups: HashMap::default(),
             dirty: Vec::new(),
             closed: Vec::new(),
             wake: Vec::new(),
+            flushers: Vec::new(),
             buf: BytesMut::with_capacity(16 * 1024),
             encodes: 0,
             encode_time: Duration::ZERO,
@@ -244,11 +247,17 @@ impl RoomCore {
         self.queue_to_member(session, std::slice::from_ref(&frame), None);
     }
 
-    /// Wakes the writers of every outbox that received its first frame since the last call.
+    /// Wakes the writers of every outbox that received its first frame since the last call:
+    /// every session is queued first and each flusher woken once, after the last.
     fn wake_writers(&mut self) {
+        let mut flushers = std::mem::take(&mut self.flushers);
         for outbox in self.wake.drain(..) {
-            outbox.wake();
+            outbox.wake_later(&mut flushers);
         }
+        for flusher in flushers.drain(..) {
+            flusher.notify_one();
+        }
+        self.flushers = flushers;
     }
 
     /// Sends an `Error` to one member.

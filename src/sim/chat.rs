@@ -7,7 +7,9 @@
 //! messages of a flood (counted, and told to viewers in the batch); notices and gifts from the
 //! admin API are not capped and go out in the next batch, marked as such.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -141,7 +143,7 @@ impl ChatRoom {
             config,
             filter,
             blocks,
-            viewers: HashMap::new(),
+            viewers: HashMap::default(),
             pending: VecDeque::new(),
             pending_user: 0,
             dropped: 0,

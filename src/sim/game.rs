@@ -10,7 +10,9 @@
 //! one fixed movement step, so a test can predict positions exactly. Only resume tokens use
 //! the OS generator, since they must not be guessable.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+use foldhash::HashMap;
 
 use bytes::BytesMut;
 
@@ -266,9 +268,9 @@ impl GameRoom {
             rng: StdRng::seed_from_u64(cfg.seed),
             entities: Vec::new(),
             next_id: 1,
-            avatars: HashMap::new(),
-            by_session: HashMap::new(),
-            by_token: HashMap::new(),
+            avatars: HashMap::default(),
+            by_session: HashMap::default(),
+            by_token: HashMap::default(),
             created: Vec::new(),
             deleted: Vec::new(),
             grid: Grid::new(&cfg),
@@ -935,7 +937,7 @@ mod tests {
         let before = r.core().encodes();
         r.begin_tick(2, 2);
         r.run_tick();
-        let mut frames: HashMap<GroupId, Bytes> = HashMap::new();
+        let mut frames: HashMap<GroupId, Bytes> = HashMap::default();
         for (i, o) in outboxes.iter().enumerate() {
             let mut got = Vec::new();
             o.take(&mut got);

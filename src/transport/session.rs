@@ -1,5 +1,6 @@
 //! One WebSocket session: a reader task that decodes client messages and routes them to the
-//! room, and a writer task that drains the outbox with one flush per wake-up.
+//! room, and a writer task for pings, a full socket and the close; in steady state a flusher
+//! (`flusher`) writes the room's frames, one `writev` per session per tick.
 //!
 //! Teardown is idempotent: whoever notices the end first (reader: close, error, timeout,
 //! bad input; writer: write error; room: slow consumer, kick; server: shutdown) closes the
@@ -11,29 +12,28 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::{SinkExt, StreamExt, stream::SplitSink};
+use futures_util::StreamExt;
 use prost::Message as _;
 use tickroom_proto::v1::{
     ClientMessage, Error as ErrorMsg, ErrorCode, Join, Pong, ServerMessage, Subscribe,
     client_message::Body, server_message::Body as ServerBody,
 };
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::{
-    self, Message,
-    protocol::{CloseFrame, frame::coding::CloseCode},
-};
+use tokio_tungstenite::tungstenite::{self, Message, protocol::Role};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::flusher::Flushers;
 use super::prepared::{Prepared, PreparedSessions};
+use super::upgrade::ws_config;
+use super::wire::{Flushed, PING_FRAME, Wire, close_frame};
 use crate::config::SessionConfig;
 use crate::engine::{
     Command, JoinRequest, LeaveReason, Registry, RegistryError, RoomHandle, RoomStats, SendError,
     SessionId, unix_time_us,
 };
-use crate::metrics::HOT;
 use crate::outbox::{CloseReason, Outbox};
 use crate::rate_limit::{RateLimiter, Verdict};
 
@@ -54,6 +54,7 @@ pub struct SessionHub {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Sessions prepared with `POST /api/v1/sessions`.
     pub prepared: PreparedSessions,
+    flushers: Flushers,
     next_id: AtomicU64,
     active: AtomicU64,
 }
@@ -67,6 +68,7 @@ impl SessionHub {
         metrics: metrics_exporter_prometheus::PrometheusHandle,
         prepared: PreparedSessions,
     ) -> Self {
+        let flushers = Flushers::start(&tracker, &shutdown);
         Self {
             registry,
             config,
@@ -74,6 +76,7 @@ impl SessionHub {
             tracker,
             metrics,
             prepared,
+            flushers,
             next_id: AtomicU64::new(1),
             active: AtomicU64::new(0),
         }
@@ -115,26 +118,34 @@ impl Drop for Detach<'_> {
     }
 }
 
-/// Runs a session to its end. `keep` is held for the session's lifetime (connection limit).
-pub async fn run_session<S, K>(
-    ws: WebSocketStream<S>,
+/// Runs a session to its end on `tcp`, an upgraded connection; `read_buf` holds what the HTTP
+/// layer read past the upgrade request. `keep` is held for the session's lifetime
+/// (connection limit).
+pub async fn run_session<K>(
+    tcp: TcpStream,
+    read_buf: Bytes,
     hub: Arc<SessionHub>,
     peer: SocketAddr,
     start: Start,
     keep: K,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     K: Send + 'static,
 {
     hub.active.fetch_add(1, Relaxed);
     let _active = ActiveGuard(&hub.active);
     let id = hub.next_id.fetch_add(1, Relaxed);
     let outbox = Arc::new(Outbox::new(hub.config.reliable_queue));
+    let wire = Wire::new(tcp, outbox.clone(), hub.flushers.shard(id));
+    let mut stream = WebSocketStream::from_partially_read(
+        wire.io(),
+        read_buf.to_vec(),
+        Role::Server,
+        Some(ws_config(&hub.config)),
+    )
+    .await;
     let token = hub.shutdown.child_token();
-    let (sink, stream) = ws.split();
     let writer = hub.tracker.spawn(write_loop(
-        sink,
-        outbox.clone(),
+        wire.clone(),
         token.clone(),
         hub.config.ping_interval(),
     ));
@@ -176,8 +187,7 @@ pub async fn run_session<S, K>(
             }
         }
     }
-    let mut stream = stream;
-    let reason = reader.read_loop(&mut stream, &token).await;
+    let reason = reader.read_loop(&mut stream).await;
     // First reason wins: a writer or room that closed first keeps its own.
     outbox.close(reason);
     let reason = outbox.close_reason().unwrap_or(reason);
@@ -214,32 +224,48 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    async fn read_loop<St>(&mut self, stream: &mut St, token: &CancellationToken) -> CloseReason
+    async fn read_loop<St>(&mut self, stream: &mut St) -> CloseReason
     where
         St: futures_util::Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
     {
         let idle_timeout = self.hub.config.idle_timeout();
+        // The deadline moves only when the timer fires (to last frame + timeout): resetting
+        // a timer on every message of every session costs more than the reading.
+        let mut last_frame = Instant::now();
         let idle = tokio::time::sleep(idle_timeout);
-        tokio::pin!(idle);
+        // Built once and polled only while no message is waiting: the waiter stays
+        // registered, where a fresh future per message would register it again each time.
+        let outbox = self.outbox;
+        let closed = outbox.closed();
+        tokio::pin!(idle, closed);
         loop {
             let msg = tokio::select! {
                 biased;
-                _ = token.cancelled() => {
-                    return self.outbox.close_reason().unwrap_or(CloseReason::ShuttingDown);
-                }
-                // The room or the writer ended the session (slow consumer, kick, write error).
-                _ = self.outbox.closed() => {
-                    return self.outbox.close_reason().unwrap_or(CloseReason::PeerGone);
-                }
-                _ = &mut idle => return CloseReason::HeartbeatTimeout,
                 msg = stream.next() => msg,
+                // The room, the writer or the shutdown (the writer closes the outbox then)
+                // ended the session: slow consumer, kick, write error.
+                _ = &mut closed => {
+                    return outbox.close_reason().unwrap_or(CloseReason::PeerGone);
+                }
+                _ = &mut idle => {
+                    let deadline = last_frame + idle_timeout;
+                    if deadline <= Instant::now() {
+                        return CloseReason::HeartbeatTimeout;
+                    }
+                    idle.as_mut().reset(deadline);
+                    continue;
+                }
             };
-            idle.as_mut().reset(Instant::now() + idle_timeout);
+            // A client that never stops sending still sees its session end.
+            if outbox.is_closed() {
+                return outbox.close_reason().unwrap_or(CloseReason::PeerGone);
+            }
+            last_frame = Instant::now();
             match msg {
                 None => return CloseReason::PeerGone,
                 Some(Err(e)) => return read_error_reason(&e),
                 Some(Ok(Message::Binary(bytes))) => {
-                    if let Some(reason) = self.on_binary(bytes).await {
+                    if let Some(reason) = self.on_binary(bytes, last_frame).await {
                         return reason;
                     }
                 }
@@ -251,8 +277,8 @@ impl Reader<'_> {
         }
     }
 
-    async fn on_binary(&mut self, bytes: Bytes) -> Option<CloseReason> {
-        match self.limiter.check(Instant::now().into_std()) {
+    async fn on_binary(&mut self, bytes: Bytes, now: Instant) -> Option<CloseReason> {
+        match self.limiter.check(now.into_std()) {
             Verdict::Allow => {}
             Verdict::Drop { notify } => {
                 crate::metrics::message_rejected(ErrorCode::RateLimited);
@@ -434,39 +460,12 @@ fn read_error_reason(e: &tungstenite::Error) -> CloseReason {
     }
 }
 
-type Sink<S> = SplitSink<WebSocketStream<S>, Message>;
-
-/// Sends everything pending, then flushes once: one socket write per wake-up.
-async fn write_batch<S>(
-    sink: &mut Sink<S>,
-    batch: &mut Vec<Bytes>,
-) -> Result<(), tungstenite::Error>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let frames = batch.len() as u64;
-    let bytes: usize = batch.iter().map(Bytes::len).sum();
-    for frame in batch.drain(..) {
-        sink.feed(Message::Binary(frame)).await?;
-    }
-    sink.flush().await?;
-    HOT.frames_written.fetch_add(frames, Relaxed);
-    HOT.bytes_written.fetch_add(bytes as u64, Relaxed);
-    HOT.flushes.fetch_add(1, Relaxed);
-    Ok(())
-}
-
-async fn write_loop<S>(
-    mut sink: Sink<S>,
-    outbox: Arc<Outbox>,
-    token: CancellationToken,
-    ping_every: Duration,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut batch: Vec<Bytes> = Vec::new();
+async fn write_loop(wire: Arc<Wire>, token: CancellationToken, ping_every: Duration) {
+    let outbox = wire.outbox().clone();
     let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The flusher writes a session's frames in steady state; this task wakes for pings, a
+    // full socket (it waits until it is writable and takes over) and the close.
     let reason = loop {
         tokio::select! {
             biased;
@@ -475,43 +474,47 @@ async fn write_loop<S>(
             }
             _ = outbox.ready() => {}
             _ = ping.tick() => {
-                if sink.feed(Message::Ping(Bytes::new())).await.is_err() {
-                    break CloseReason::PeerGone;
+                if wire.send_control(&PING_FRAME).is_err() {
+                    outbox.close(CloseReason::PeerGone);
                 }
             }
         }
-        let taken = outbox.take(&mut batch);
-        let write = write_batch(&mut sink, &mut batch);
-        let written = if taken.closed.is_some() {
-            // Last frames before the close frame: worth a bounded try, no more.
-            matches!(tokio::time::timeout(CLOSE_LINGER, write).await, Ok(Ok(())))
-        } else {
-            // A peer that stopped reading must not hold the writer past the session's end.
-            tokio::select! {
-                biased;
-                r = write => r.is_ok(),
-                _ = token.cancelled() => false,
-                _ = outbox.closed() => false,
-            }
-        };
-        if let Some(reason) = taken.closed {
+        if let Some(reason) = outbox.close_reason() {
             break reason;
         }
+        // A peer that stopped reading must not hold the writer past the session's end.
+        let written = tokio::select! {
+            biased;
+            r = drain(&wire) => r.is_ok(),
+            _ = token.cancelled() => true,
+            _ = outbox.closed() => true,
+        };
         if !written {
             outbox.close(CloseReason::PeerGone);
-            break outbox.close_reason().unwrap_or(CloseReason::PeerGone);
         }
     };
-    // The batch's memory goes with the session, not kept for a next write that never comes.
-    drop(batch);
-    if reason != CloseReason::PeerGone {
+    if reason == CloseReason::PeerGone {
+        wire.shut();
+    } else {
+        // Last frames, then the close frame: worth a bounded try, no more.
         let (code, text) = reason.close_code();
-        let frame = CloseFrame {
-            code: CloseCode::from(code),
-            reason: text.into(),
-        };
-        let _ = tokio::time::timeout(CLOSE_LINGER, sink.send(Message::Close(Some(frame)))).await;
+        let frame = close_frame(code, text);
+        if !matches!(
+            tokio::time::timeout(CLOSE_LINGER, wire.finish(Some(&frame))).await,
+            Ok(Ok(()))
+        ) {
+            wire.shut();
+        }
     }
-    outbox.close(reason);
     token.cancel();
+}
+
+/// Writes until everything the outbox holds is on the socket, waiting for it when full.
+async fn drain(wire: &Wire) -> std::io::Result<()> {
+    loop {
+        match wire.flush_outbox(true)? {
+            Flushed::Done | Flushed::Closed => return Ok(()),
+            Flushed::Blocked => wire.writable().await?,
+        }
+    }
 }

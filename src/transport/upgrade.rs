@@ -9,9 +9,9 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
-use tokio_tungstenite::WebSocketStream;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::session::{SessionHub, Start, run_session};
 use crate::config::SessionConfig;
@@ -119,26 +119,24 @@ pub async fn ws_upgrade(
             None => Start::UnknownPrepared,
         },
     };
-    let config = ws_config(&hub.config);
     let tracker = hub.tracker.clone();
     tracker.spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(config),
-                )
-                .await;
-                run_session(ws, hub, peer, start, guard).await;
-            }
-            Err(e) => {
-                if let Start::Prepared(p) = start {
-                    hub.prepared.detach(&p.id, std::time::Instant::now());
+        // Sessions write to the TCP socket itself (transport::wire), so the upgraded
+        // connection is unwrapped back into it.
+        let failed = match on_upgrade.await {
+            Ok(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
+                Ok(parts) => {
+                    let tcp = parts.io.into_inner();
+                    return run_session(tcp, parts.read_buf, hub, peer, start, guard).await;
                 }
-                tracing::debug!(%peer, error = %e, "upgrade failed");
-            }
+                Err(_) => "the upgraded connection is not a TCP stream".to_owned(),
+            },
+            Err(e) => e.to_string(),
+        };
+        if let Start::Prepared(p) = start {
+            hub.prepared.detach(&p.id, std::time::Instant::now());
         }
+        tracing::debug!(%peer, error = failed, "upgrade failed");
     });
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
