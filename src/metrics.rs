@@ -21,7 +21,7 @@ use crate::outbox::CloseReason;
 /// 60 Hz periods.
 const TICK_BUCKETS: &[f64] = &[
     0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_2, 0.000_3, 0.000_5, 0.000_75, 0.001, 0.002,
-    0.004, 0.008, 0.012, 0.016_7, 0.025, 0.033, 0.05, 0.1,
+    0.004, 0.008, 0.012, 0.016_7, 0.025, 0.033, 0.05, 0.1, 0.2, 0.5,
 ];
 
 /// Counters the hot path bumps; exported at scrape time.
@@ -224,6 +224,12 @@ pub struct RoomMetrics {
     skipped: Counter,
     ticks: Counter,
     queue_depth: Gauge,
+}
+
+/// One flusher pass: from its wake-up to its last session's write, i.e. how long a room's
+/// hand-out takes to reach every socket (a chat batch's fan-out).
+pub fn flush_duration() -> Histogram {
+    histogram!("tickroom_flush_duration_seconds")
 }
 
 impl RoomMetrics {

@@ -105,6 +105,8 @@ async fn metrics_change_with_real_traffic() {
     assert!(sample(&m, "tickroom_tick_duration_seconds_count", &[kind]).unwrap() > 10.0);
     assert!(sample(&m, "tickroom_encode_duration_seconds_count", &[kind]).unwrap() > 10.0);
     assert!(sample(&m, "tickroom_handout_duration_seconds_count", &[kind]).unwrap() > 10.0);
+    // The rooms' snapshots reached the sockets through the flushers.
+    assert!(sample(&m, "tickroom_flush_duration_seconds_count", &[]).unwrap() > 10.0);
     assert!(sample(&m, "tickroom_command_queue_depth", &["room=\"arena\""]).is_some());
     assert!(total(&m, "tickroom_connections_closed_total") >= 1.0);
     assert!(sample(&m, "tokio_alive_tasks", &[]).unwrap() >= 1.0);

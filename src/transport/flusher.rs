@@ -64,12 +64,14 @@ impl Flushers {
 
 async fn run(shard: Arc<Shard>, shutdown: CancellationToken) {
     let mut batch: Vec<Arc<Wire>> = Vec::new();
+    let duration = crate::metrics::flush_duration();
     loop {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => return,
             _ = shard.notify.notified() => {}
         }
+        let started = std::time::Instant::now();
         std::mem::swap(
             &mut batch,
             &mut *shard.ready.lock().unwrap_or_else(|e| e.into_inner()),
@@ -83,5 +85,6 @@ async fn run(shard: Arc<Shard>, shutdown: CancellationToken) {
                 tokio::task::yield_now().await;
             }
         }
+        duration.record(started.elapsed());
     }
 }

@@ -62,6 +62,8 @@ struct Shared {
     join: Vec<u8>,
     viewer_latency: Shards,
     sender_latency: Shards,
+    /// Per batch at each viewer: receipt − the batch's tick start.
+    batch_fanout: Shards,
     /// Messages sent and received so far (for progress).
     sent: LiveCount,
     received: LiveCount,
@@ -93,7 +95,11 @@ impl Scenario for Shared {
     }
 
     fn shards(&self) -> Vec<&Shards> {
-        vec![&self.viewer_latency, &self.sender_latency]
+        vec![
+            &self.viewer_latency,
+            &self.sender_latency,
+            &self.batch_fanout,
+        ]
     }
 }
 
@@ -229,6 +235,16 @@ fn on_batch(run: &Run<Shared>, id: usize, out: &mut Outcome, batch: &ChatBatch, 
         measuring.then(|| local_us.saturating_sub(m.sent_time_us).max(0) as u64)
     });
     shards.record_all(id, latencies);
+    // The room stamps a message with the start of the tick that accepted it, and a batch
+    // leaves at the end of that tick: its newest stamp is the tick start (older ones are
+    // messages the per-tick cap held back).
+    if measuring
+        && out.sender.is_none()
+        && let Some(tick_start) = batch.messages.iter().map(|m| m.server_time_us).max()
+    {
+        let fanout = local_us.saturating_sub(tick_start).max(0) as u64;
+        shared.batch_fanout.record(id, fanout);
+    }
 }
 
 /// Runs the scenario to completion (ramp, hold, shutdown) and builds the report.
@@ -255,6 +271,7 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<ChatReport> {
         join: swarm::join_message(&args.room, ""),
         viewer_latency: Shards::new(),
         sender_latency: Shards::new(),
+        batch_fanout: Shards::new(),
         sent: LiveCount::default(),
         received: LiveCount::default(),
     };
@@ -287,6 +304,7 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<ChatReport> {
     );
     report.viewer_latency_us = LatencySummary::of(&shared.viewer_latency.merged());
     report.sender_latency_us = LatencySummary::of(&shared.sender_latency.merged());
+    report.batch_fanout_us = LatencySummary::of(&shared.batch_fanout.merged());
     Ok(report)
 }
 

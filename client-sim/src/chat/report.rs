@@ -23,6 +23,10 @@ pub struct ChatReport {
     pub viewer_latency_us: LatencySummary,
     /// The same at the senders (their own messages included).
     pub sender_latency_us: LatencySummary,
+    /// Fan-out: per batch and viewer, local Unix µs − the start of the tick that sent the
+    /// batch (its newest `ChatMessage.server_time_us`). Its max is the worst batch's tick
+    /// start → last viewer; client-sim's own reading delay is included.
+    pub batch_fanout_us: LatencySummary,
     #[serde(flatten)]
     pub tail: Tail,
     /// The open-file limits the run had (null if unreadable).
@@ -103,6 +107,7 @@ impl ChatReport {
             senders: Received::default(),
             viewer_latency_us: LatencySummary::default(),
             sender_latency_us: LatencySummary::default(),
+            batch_fanout_us: LatencySummary::default(),
             tail: common.tail,
             open_files: common.nofile,
         }
@@ -159,6 +164,7 @@ impl ChatReport {
         t.latencies(&[
             ("send -> viewer", &self.viewer_latency_us),
             ("send -> sender", &self.sender_latency_us),
+            ("tick -> viewer", &self.batch_fanout_us),
         ]);
         t.footer(&self.tail);
         t.into_string()

@@ -65,11 +65,17 @@ async fn every_viewer_gets_every_message() {
         "{vl:?}"
     );
     assert!(sl.samples > 0, "{sl:?}");
+    // A batch reaches a viewer after its tick started, and sooner than its messages'
+    // send → receive (which also waited for the tick).
+    let fo = &r.batch_fanout_us;
+    assert!(fo.samples > 0 && fo.max >= fo.p50, "{fo:?}");
+    assert!(fo.max <= vl.max + 1_000, "{fo:?} {vl:?}");
     assert!(r.tail.errors.is_empty(), "{:?}", r.tail.errors);
     let m = r.tail.server.metrics.as_ref().unwrap();
     assert!(m.rss_before_bytes.unwrap() > 0, "{m:?}");
     let table = r.table();
     assert!(table.contains("send -> viewer"), "{table}");
+    assert!(table.contains("tick -> viewer"), "{table}");
 }
 
 /// Sending faster than the room allows is refused (rate_limited) and not counted as loss;
