@@ -118,12 +118,12 @@ impl Drop for Detach<'_> {
     }
 }
 
-/// Runs a session to its end on `tcp`, an upgraded connection; `read_buf` holds what the HTTP
+/// Runs a session to its end on `tcp`, an upgraded connection; `read` holds what the HTTP
 /// layer read past the upgrade request. `keep` is held for the session's lifetime
 /// (connection limit).
 pub async fn run_session<K>(
     tcp: TcpStream,
-    read_buf: Bytes,
+    read: Vec<u8>,
     hub: Arc<SessionHub>,
     peer: SocketAddr,
     start: Start,
@@ -138,7 +138,7 @@ pub async fn run_session<K>(
     let wire = Wire::new(tcp, outbox.clone(), hub.flushers.shard(id));
     let mut stream = WebSocketStream::from_partially_read(
         wire.io(),
-        read_buf.to_vec(),
+        read,
         Role::Server,
         Some(ws_config(&hub.config)),
     )

@@ -126,8 +126,12 @@ pub async fn ws_upgrade(
         let failed = match on_upgrade.await {
             Ok(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
                 Ok(parts) => {
-                    let tcp = parts.io.into_inner();
-                    return run_session(tcp, parts.read_buf, hub, peer, start, guard).await;
+                    // Copied out and dropped now: `read_buf` shares hyper's whole read
+                    // buffer, a page of memory per session if it lived as long as the session.
+                    let hyper::upgrade::Parts { io, read_buf, .. } = parts;
+                    let read = read_buf.to_vec();
+                    drop(read_buf);
+                    return run_session(io.into_inner(), read, hub, peer, start, guard).await;
                 }
                 Err(_) => "the upgraded connection is not a TCP stream".to_owned(),
             },
