@@ -176,3 +176,60 @@ async fn shutdown_closes_clients_with_1001_and_the_reason() {
         "shutdown within 5 s"
     );
 }
+
+/// A client may send its first frame in the same segment as the upgrade request: the HTTP
+/// layer has read those bytes already, and the session must still get them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_sent_with_the_upgrade_request_is_not_lost() {
+    use futures_util::StreamExt;
+    use prost::Message as _;
+    use tickroom::proto::v1::{ClientMessage, Join, client_message::Body};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::{Message, protocol::Role};
+
+    let server = start(test_config()).await;
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let join = ClientMessage {
+        body: Some(Body::Join(Join {
+            room: "arena".into(),
+            ..Default::default()
+        })),
+    }
+    .encode_to_vec();
+    assert!(join.len() < 126);
+    let mut bytes = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        server.addr
+    )
+    .into_bytes();
+    // A client's frame: binary, masked.
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    bytes.extend([0x82, 0x80 | join.len() as u8]);
+    bytes.extend(mask);
+    bytes.extend(join.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    tcp.write_all(&bytes).await.unwrap();
+
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(tcp.read_u8().await.unwrap());
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(tcp, Role::Client, None).await;
+    let welcome = tokio::time::timeout(WAIT, async {
+        loop {
+            let Some(Ok(Message::Binary(b))) = ws.next().await else {
+                panic!("the connection ended before a Welcome");
+            };
+            let msg = tickroom::proto::v1::ServerMessage::decode(b).unwrap();
+            if let Some(SBody::Welcome(w)) = msg.body {
+                break w;
+            }
+        }
+    })
+    .await
+    .expect("a Welcome for the pipelined Join");
+    assert_eq!(welcome.room, "arena");
+    server.stop().await;
+}
