@@ -260,9 +260,10 @@ impl Outbox {
     /// Hands the frames to the drain, or wakes the writer (after [`enqueue`](Self::enqueue)
     /// said so).
     pub fn wake(&self) {
-        let mut flushers = Vec::new();
-        self.wake_later(&mut flushers);
-        flushers.iter().for_each(|f| f.notify_one());
+        match self.drain.get().and_then(Weak::upgrade) {
+            Some(drain) => drain.queue().iter().for_each(|f| f.notify_one()),
+            None => self.notify.notify_one(),
+        }
     }
 
     /// Like [`wake`](Self::wake), but a flusher to wake is put on `flushers`, for the caller
