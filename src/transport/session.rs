@@ -28,7 +28,7 @@ use tokio_util::task::TaskTracker;
 use super::flusher::Flushers;
 use super::prepared::{Prepared, PreparedSessions};
 use super::upgrade::ws_config;
-use super::wire::{Flushed, PING_FRAME, Wire, close_frame};
+use super::wire::{PING_FRAME, Wire, close_frame};
 use crate::config::SessionConfig;
 use crate::engine::{
     Command, JoinRequest, LeaveReason, Registry, RegistryError, RoomHandle, RoomStats, SendError,
@@ -485,7 +485,7 @@ async fn write_loop(wire: Arc<Wire>, token: CancellationToken, ping_every: Durat
         // A peer that stopped reading must not hold the writer past the session's end.
         let written = tokio::select! {
             biased;
-            r = drain(&wire) => r.is_ok(),
+            r = wire.drain() => r.is_ok(),
             _ = token.cancelled() => true,
             _ = outbox.closed() => true,
         };
@@ -507,14 +507,4 @@ async fn write_loop(wire: Arc<Wire>, token: CancellationToken, ping_every: Durat
         }
     }
     token.cancel();
-}
-
-/// Writes until everything the outbox holds is on the socket, waiting for it when full.
-async fn drain(wire: &Wire) -> std::io::Result<()> {
-    loop {
-        match wire.flush_outbox(true)? {
-            Flushed::Done | Flushed::Closed => return Ok(()),
-            Flushed::Blocked => wire.writable().await?,
-        }
-    }
 }

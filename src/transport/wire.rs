@@ -145,12 +145,8 @@ impl Wire {
     /// Writes the last frames the outbox holds and then `close` (a close frame), waiting for
     /// the socket as long as it takes: the caller bounds it. Nothing is written after it.
     pub async fn finish(&self, close: Option<&[u8]>) -> io::Result<()> {
-        loop {
-            match self.flush_outbox(true)? {
-                Flushed::Done => break,
-                Flushed::Closed => return Ok(()),
-                Flushed::Blocked => self.tcp.writable().await?,
-            }
+        if self.drain().await? == Flushed::Closed {
+            return Ok(());
         }
         {
             let mut out = self.lock();
@@ -179,9 +175,16 @@ impl Wire {
         out.batch = Vec::new();
     }
 
-    /// Resolves when the socket may take more bytes.
-    pub async fn writable(&self) -> io::Result<()> {
-        self.tcp.writable().await
+    /// Writes until everything the outbox holds is on the socket, waiting for it when full
+    /// (the writer task's side of [`flush_outbox`](Self::flush_outbox)). Returns `Done`, or
+    /// `Closed` if the close frame had already gone out.
+    pub async fn drain(&self) -> io::Result<Flushed> {
+        loop {
+            match self.flush_outbox(true)? {
+                Flushed::Blocked => self.tcp.writable().await?,
+                done_or_closed => return Ok(done_or_closed),
+            }
+        }
     }
 }
 
@@ -432,9 +435,7 @@ mod tests {
         let writer = {
             let wire = wire.clone();
             tokio::spawn(async move {
-                while wire.flush_outbox(true).unwrap() == Flushed::Blocked {
-                    wire.writable().await.unwrap();
-                }
+                assert_eq!(wire.drain().await.unwrap(), Flushed::Done);
                 let close = close_frame(1000, "bye");
                 wire.finish(Some(&close)).await.unwrap();
             })
