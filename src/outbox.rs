@@ -260,18 +260,26 @@ impl Outbox {
     /// Hands the frames to the drain, or wakes the writer (after [`enqueue`](Self::enqueue)
     /// said so).
     pub fn wake(&self) {
-        match self.drain.get().and_then(Weak::upgrade) {
-            Some(drain) => drain.queue().iter().for_each(|f| f.notify_one()),
-            None => self.notify.notify_one(),
+        if let Some(flusher) = self.hand_to_drain() {
+            flusher.notify_one();
         }
     }
 
     /// Like [`wake`](Self::wake), but a flusher to wake is put on `flushers`, for the caller
     /// to wake after the rest of its hand-out.
     pub fn wake_later(&self, flushers: &mut Vec<Arc<Notify>>) {
+        flushers.extend(self.hand_to_drain());
+    }
+
+    /// Queues the frames on the drain and returns the flusher it says to wake; without a
+    /// drain, wakes the writer itself.
+    fn hand_to_drain(&self) -> Option<Arc<Notify>> {
         match self.drain.get().and_then(Weak::upgrade) {
-            Some(drain) => flushers.extend(drain.queue()),
-            None => self.notify.notify_one(),
+            Some(drain) => drain.queue(),
+            None => {
+                self.notify.notify_one();
+                None
+            }
         }
     }
 
