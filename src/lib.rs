@@ -3,9 +3,12 @@
 //! interest group, one socket write per session per tick).
 //!
 //! Data path: [`transport`] accepts and upgrades → a session's reader sends
-//! [`engine::Command`]s to a room → the room thread steps its [`sim`] and encodes frames once
-//! → [`outbox::Outbox`] → the session's writer.
+//! [`engine::SessionCommand`]s to a room ([`rooms`]) → the room's owner thread drives the
+//! sans-IO [`engine::Room`], which steps its [`sim`] and encodes frames once into the
+//! members' [`engine::Outbox`]es → the driver wakes the transport's flushers → one `writev`
+//! per session.
 
+pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod feed;
@@ -13,8 +16,8 @@ pub mod http;
 pub mod memory;
 pub mod metrics;
 pub mod moderation;
-pub mod outbox;
 pub mod rate_limit;
+pub mod rooms;
 pub mod server;
 pub mod sim;
 pub mod transport;

@@ -1,197 +1,246 @@
-//! Prometheus metrics: the process-wide recorder, the names, and the counters the hot path
-//! bumps without touching the recorder.
+//! Prometheus metrics of one server: its own recorder (no process-wide one, so two servers
+//! in one process report independently), the names, and the handles each part records
+//! through, registered once.
 //!
-//! Room threads record through handles registered once per room ([`RoomMetrics`]). Per-frame
-//! counts (frames and bytes written, conflated snapshots, reliable backlog) are plain relaxed
-//! atomics in [`HOT`], copied into the recorder when `/metrics` is scraped, so a socket write
-//! never pays for a registry lookup. docs/operations.md lists every metric.
+//! Room threads record through [`RoomMetrics`], built from the [`Output`] of each tick.
+//! Socket writers bump [`WriteCounters`] (atomic adds, no registry lookup per write).
+//! docs/operations.md lists every metric.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 use tickroom_proto::v1::{ErrorCode, RoomKind};
 
-use crate::engine::LeaveReason;
-use crate::outbox::CloseReason;
+use crate::engine::{LeaveReason, Output, kind_name};
 
 /// Buckets for per-tick durations: fine below 1 ms (p99 of a healthy tick), up to two
-/// 60 Hz periods.
+/// 60 Hz periods, and on to half a second for a large fan-out.
 const TICK_BUCKETS: &[f64] = &[
     0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_2, 0.000_3, 0.000_5, 0.000_75, 0.001, 0.002,
     0.004, 0.008, 0.012, 0.016_7, 0.025, 0.033, 0.05, 0.1, 0.2, 0.5,
 ];
 
-/// Counters the hot path bumps; exported at scrape time.
-#[derive(Debug, Default)]
-pub struct Hot {
-    pub frames_written: AtomicU64,
-    pub bytes_written: AtomicU64,
-    pub flushes: AtomicU64,
-    pub snapshots_conflated: AtomicU64,
-    /// Largest reliable backlog a writer found since the last scrape.
-    pub reliable_backlog_max: AtomicU64,
-}
-
-pub static HOT: Hot = Hot {
-    frames_written: AtomicU64::new(0),
-    bytes_written: AtomicU64::new(0),
-    flushes: AtomicU64::new(0),
-    snapshots_conflated: AtomicU64::new(0),
-    reliable_backlog_max: AtomicU64::new(0),
-};
-
-/// Installs the process-wide recorder once and returns its handle (later servers in the
-/// same process, e.g. tests, share it).
-pub fn install() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let handle = build();
-            register_zeroes();
-            handle
-        })
-        .clone()
-}
-
-/// Counters exist from the start at 0, so dashboards and `rate()` see them before the first
-/// event. Every label set here is a small fixed one.
-fn register_zeroes() {
-    counter!("tickroom_slow_consumer_disconnects_total").increment(0);
-    let chat = ChatCounters::new();
-    for c in [chat.broadcast, chat.dropped_cap, chat.blocked] {
-        c.increment(0);
-    }
-    for code in [
-        ErrorCode::Malformed,
-        ErrorCode::UnknownMessage,
-        ErrorCode::NotInRoom,
-        ErrorCode::RoomNotFound,
-        ErrorCode::RoomFull,
-        ErrorCode::RateLimited,
-        ErrorCode::Busy,
-        ErrorCode::InvalidArgument,
-        ErrorCode::Unavailable,
-        ErrorCode::UnknownSymbol,
-        ErrorCode::LimitExceeded,
-        ErrorCode::Blocked,
-        ErrorCode::ContentRejected,
-        ErrorCode::NameRequired,
-    ] {
-        counter!("tickroom_messages_rejected_total", "reason" => reject_label(code)).increment(0);
-    }
-    for reason in ALL_CLOSE_REASONS {
-        counter!("tickroom_connections_closed_total", "reason" => reason.as_str()).increment(0);
-    }
-}
-
-const ALL_CLOSE_REASONS: [CloseReason; 12] = [
-    CloseReason::ClientClosed,
-    CloseReason::PeerGone,
-    CloseReason::HeartbeatTimeout,
-    CloseReason::SlowConsumer,
-    CloseReason::RateAbuse,
-    CloseReason::MessageTooBig,
-    CloseReason::TextFrame,
-    CloseReason::ProtocolError,
-    CloseReason::ResumedElsewhere,
-    CloseReason::ShuttingDown,
-    CloseReason::RoomClosed,
-    CloseReason::UnknownSession,
+/// Every error code a client can be answered with, for counters that start at zero.
+const ERROR_CODES: [ErrorCode; 15] = [
+    ErrorCode::Unspecified,
+    ErrorCode::Malformed,
+    ErrorCode::UnknownMessage,
+    ErrorCode::NotInRoom,
+    ErrorCode::RoomNotFound,
+    ErrorCode::RoomFull,
+    ErrorCode::RateLimited,
+    ErrorCode::Busy,
+    ErrorCode::InvalidArgument,
+    ErrorCode::Unavailable,
+    ErrorCode::UnknownSymbol,
+    ErrorCode::LimitExceeded,
+    ErrorCode::Blocked,
+    ErrorCode::ContentRejected,
+    ErrorCode::NameRequired,
 ];
 
-fn build() -> PrometheusHandle {
-    {
-        {
-            let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_duration_seconds".into()), TICK_BUCKETS)
-                .expect("bucket list is not empty");
-            match builder.install_recorder() {
-                Ok(handle) => handle,
-                // Another recorder is already global (an embedding application's): keep
-                // ours private so /metrics still works, though it then sees only scrape-time
-                // figures.
-                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
-            }
-        }
-    }
-}
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
-pub fn kind_label(kind: RoomKind) -> &'static str {
-    crate::engine::kind_name(kind)
-}
-
-/// The leave reasons operators see, a small fixed set.
-pub fn leave_label(reason: LeaveReason) -> &'static str {
-    match reason {
-        LeaveReason::Left => "leave",
-        LeaveReason::Closed(c) => match c {
-            CloseReason::HeartbeatTimeout => "timeout",
-            CloseReason::SlowConsumer => "slow_consumer",
-            CloseReason::ResumedElsewhere => "kicked",
-            CloseReason::ShuttingDown | CloseReason::RoomClosed => "shutdown",
-            CloseReason::ClientClosed | CloseReason::PeerGone => "disconnect",
-            CloseReason::RateAbuse
-            | CloseReason::MessageTooBig
-            | CloseReason::TextFrame
-            | CloseReason::ProtocolError
-            | CloseReason::UnknownSession => "error",
-        },
-    }
-}
-
-pub fn session_joined(kind: RoomKind) {
-    let kind = kind_label(kind);
-    counter!("tickroom_joins_total", "kind" => kind).increment(1);
-    gauge!("tickroom_sessions_active", "kind" => kind).increment(1.0);
-}
-
-pub fn session_left(kind: RoomKind, reason: LeaveReason) {
-    let kind = kind_label(kind);
-    counter!("tickroom_leaves_total", "kind" => kind, "reason" => leave_label(reason)).increment(1);
-    gauge!("tickroom_sessions_active", "kind" => kind).decrement(1.0);
-}
-
-/// A session's connection ended (whether or not it was in a room).
-pub fn connection_closed(reason: CloseReason) {
-    counter!("tickroom_connections_closed_total", "reason" => reason.as_str()).increment(1);
-    if reason == CloseReason::SlowConsumer {
-        counter!("tickroom_slow_consumer_disconnects_total").increment(1);
-    }
-}
-
-/// Chat message counters, registered once per chat room: messages broadcast, dropped by the
-/// per-tick cap, and held back because their sender was blocked after they were accepted.
+/// Counters of socket writes, bumped by whoever writes (flushers, writer tasks).
 #[derive(Debug, Clone)]
-pub struct ChatCounters {
-    pub broadcast: Counter,
-    pub dropped_cap: Counter,
-    pub blocked: Counter,
+pub struct WriteCounters {
+    pub frames: Counter,
+    pub bytes: Counter,
+    pub flushes: Counter,
 }
 
-impl ChatCounters {
-    pub fn new() -> Self {
-        let c =
-            |outcome: &'static str| counter!("tickroom_chat_messages_total", "outcome" => outcome);
-        Self {
-            broadcast: c("broadcast"),
-            dropped_cap: c("dropped_cap"),
-            blocked: c("blocked"),
-        }
+/// One server's metrics. See the module docs.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    writes: WriteCounters,
+    rejected: Vec<Counter>,
+    flush: Histogram,
+    /// Largest reliable backlog a writer found since the last scrape.
+    reliable_backlog_max: AtomicU64,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
     }
 }
 
-impl Default for ChatCounters {
+impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
 }
 
-/// A client message answered with an `Error` (or dropped by the rate limit).
-pub fn message_rejected(code: ErrorCode) {
-    counter!("tickroom_messages_rejected_total", "reason" => reject_label(code)).increment(1);
+fn labels(pairs: &[(&'static str, &str)]) -> Vec<Label> {
+    pairs
+        .iter()
+        .map(|(k, v)| Label::new(*k, v.to_string()))
+        .collect()
+}
+
+impl Metrics {
+    /// A fresh recorder with every fixed-label counter at zero, so dashboards and `rate()`
+    /// see them before the first event.
+    pub fn new() -> Self {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_duration_seconds".into()), TICK_BUCKETS)
+            .expect("bucket list is not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        let mut m = Self {
+            writes: WriteCounters {
+                frames: Counter::noop(),
+                bytes: Counter::noop(),
+                flushes: Counter::noop(),
+            },
+            rejected: Vec::new(),
+            flush: Histogram::noop(),
+            reliable_backlog_max: AtomicU64::new(0),
+            recorder,
+            handle,
+        };
+        m.writes = WriteCounters {
+            frames: m.counter("tickroom_frames_written_total", &[]),
+            bytes: m.counter("tickroom_bytes_written_total", &[]),
+            flushes: m.counter("tickroom_socket_flushes_total", &[]),
+        };
+        m.rejected = ERROR_CODES
+            .iter()
+            .map(|&code| {
+                m.counter(
+                    "tickroom_messages_rejected_total",
+                    &[("reason", reject_label(code))],
+                )
+            })
+            .collect();
+        m.flush = m.histogram("tickroom_flush_duration_seconds", &[]);
+        for c in [
+            m.counter("tickroom_slow_consumer_disconnects_total", &[]),
+            m.counter("tickroom_snapshots_conflated_total", &[]),
+            m.writes.frames.clone(),
+        ] {
+            c.increment(0);
+        }
+        for outcome in ["broadcast", "dropped_cap", "blocked"] {
+            m.counter("tickroom_chat_messages_total", &[("outcome", outcome)])
+                .increment(0);
+        }
+        for c in &m.rejected {
+            c.increment(0);
+        }
+        m
+    }
+
+    /// The counter `name{labels}` of this server (registered on first use).
+    pub fn counter(&self, name: &'static str, labels_: &[(&'static str, &str)]) -> Counter {
+        self.recorder
+            .register_counter(&Key::from_parts(name, labels(labels_)), &METADATA)
+    }
+
+    pub fn gauge(&self, name: &'static str, labels_: &[(&'static str, &str)]) -> Gauge {
+        self.recorder
+            .register_gauge(&Key::from_parts(name, labels(labels_)), &METADATA)
+    }
+
+    pub fn histogram(&self, name: &'static str, labels_: &[(&'static str, &str)]) -> Histogram {
+        self.recorder
+            .register_histogram(&Key::from_parts(name, labels(labels_)), &METADATA)
+    }
+
+    pub fn writes(&self) -> &WriteCounters {
+        &self.writes
+    }
+
+    /// One flusher pass: from its wake-up to its last session's write, i.e. how long a room's
+    /// hand-out takes to reach every socket (a chat batch's fan-out).
+    pub fn flush_duration(&self) -> &Histogram {
+        &self.flush
+    }
+
+    /// A writer found `n` reliable frames waiting.
+    pub fn reliable_backlog(&self, n: usize) {
+        self.reliable_backlog_max.fetch_max(n as u64, Relaxed);
+    }
+
+    /// A client message answered with an `Error` (or dropped by the rate limit).
+    pub fn message_rejected(&self, code: ErrorCode) {
+        if let Some(c) = usize::try_from(code as i32)
+            .ok()
+            .and_then(|i| self.rejected.get(i))
+        {
+            c.increment(1);
+        }
+    }
+
+    /// A session's connection ended, whether or not it was in a room; `reason` is the
+    /// transport's label for it, one of a small fixed set.
+    pub fn connection_closed(&self, reason: &'static str, slow_consumer: bool) {
+        self.counter("tickroom_connections_closed_total", &[("reason", reason)])
+            .increment(1);
+        if slow_consumer {
+            self.counter("tickroom_slow_consumer_disconnects_total", &[])
+                .increment(1);
+        }
+    }
+
+    /// The handles a room's driver records through.
+    pub fn room(&self, kind: RoomKind, room: &str) -> RoomMetrics {
+        let kind = kind_name(kind);
+        RoomMetrics {
+            tick: self.histogram("tickroom_tick_duration_seconds", &[("kind", kind)]),
+            encode: self.histogram("tickroom_encode_duration_seconds", &[("kind", kind)]),
+            handout: self.histogram("tickroom_handout_duration_seconds", &[("kind", kind)]),
+            overruns: self.counter("tickroom_tick_overruns_total", &[("kind", kind)]),
+            skipped: self.counter("tickroom_ticks_skipped_total", &[("kind", kind)]),
+            ticks: self.counter("tickroom_ticks_total", &[("kind", kind)]),
+            // Rooms are few and named by the operator (or capped auto-creation).
+            queue_depth: self.gauge("tickroom_command_queue_depth", &[("room", room)]),
+            joins: self.counter("tickroom_joins_total", &[("kind", kind)]),
+            active: self.gauge("tickroom_sessions_active", &[("kind", kind)]),
+            leaves: LeaveReason::ALL.map(|r| {
+                let c = self.counter(
+                    "tickroom_leaves_total",
+                    &[("kind", kind), ("reason", r.as_str())],
+                );
+                c.increment(0);
+                c
+            }),
+            rejected: self.rejected.clone(),
+            conflated: self.counter("tickroom_snapshots_conflated_total", &[]),
+        }
+    }
+
+    /// Sets the figures read at scrape time (connections, tasks, the process), then renders
+    /// the text exposition format.
+    pub fn render(&self, connections_active: u64) -> String {
+        self.gauge("tickroom_reliable_queue_max", &[])
+            .set(self.reliable_backlog_max.swap(0, Relaxed) as f64);
+        self.gauge("tickroom_connections_active", &[])
+            .set(connections_active as f64);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            self.gauge("tokio_alive_tasks", &[])
+                .set(rt.metrics().num_alive_tasks() as f64);
+        }
+        if let Some((rss, cpu)) = process_figures() {
+            self.gauge("process_resident_memory_bytes", &[])
+                .set(rss as f64);
+            // Prometheus' conventional name; a gauge because the value is fractional seconds.
+            self.gauge("process_cpu_seconds_total", &[])
+                .set(cpu.as_secs_f64());
+        }
+        self.handle.render()
+    }
+
+    /// Keeps histogram memory bounded between scrapes (call every few seconds).
+    pub fn run_upkeep(&self) {
+        self.handle.run_upkeep();
+    }
 }
 
 fn reject_label(code: ErrorCode) -> &'static str {
@@ -214,7 +263,7 @@ fn reject_label(code: ErrorCode) -> &'static str {
     }
 }
 
-/// Handles a room thread records through, registered once per room.
+/// Handles a room's driver records through, registered once per room.
 #[derive(Debug)]
 pub struct RoomMetrics {
     tick: Histogram,
@@ -224,97 +273,76 @@ pub struct RoomMetrics {
     skipped: Counter,
     ticks: Counter,
     queue_depth: Gauge,
+    joins: Counter,
+    active: Gauge,
+    leaves: [Counter; LeaveReason::ALL.len()],
+    rejected: Vec<Counter>,
+    conflated: Counter,
 }
 
-/// One flusher pass: from its wake-up to its last session's write, i.e. how long a room's
-/// hand-out takes to reach every socket (a chat batch's fan-out).
-pub fn flush_duration() -> Histogram {
-    histogram!("tickroom_flush_duration_seconds")
+/// What the driver measured of one tick besides the room's [`Output`].
+#[derive(Debug, Clone, Copy)]
+pub struct TickRecord {
+    pub duration: Duration,
+    pub overrun: bool,
+    pub skipped: u64,
+    pub queue_depth: usize,
 }
 
 impl RoomMetrics {
-    pub fn new(kind: RoomKind, room: &str) -> Self {
-        let kind = kind_label(kind);
-        counter!("tickroom_joins_total", "kind" => kind).increment(0);
-        gauge!("tickroom_sessions_active", "kind" => kind).increment(0.0);
-        for reason in
-            std::iter::once(LeaveReason::Left).chain(ALL_CLOSE_REASONS.map(LeaveReason::Closed))
-        {
-            counter!("tickroom_leaves_total", "kind" => kind, "reason" => leave_label(reason))
-                .increment(0);
-        }
-        Self {
-            tick: histogram!("tickroom_tick_duration_seconds", "kind" => kind),
-            encode: histogram!("tickroom_encode_duration_seconds", "kind" => kind),
-            handout: histogram!("tickroom_handout_duration_seconds", "kind" => kind),
-            overruns: counter!("tickroom_tick_overruns_total", "kind" => kind),
-            skipped: counter!("tickroom_ticks_skipped_total", "kind" => kind),
-            ticks: counter!("tickroom_ticks_total", "kind" => kind),
-            // Rooms are few and named by the operator (or capped auto-creation).
-            queue_depth: gauge!("tickroom_command_queue_depth", "room" => room.to_owned()),
-        }
-    }
-
-    pub fn record_tick(
-        &self,
-        tick: Duration,
-        encode: Duration,
-        handout: Duration,
-        overrun: bool,
-        skipped: u64,
-        queue_depth: usize,
-    ) {
+    /// Records one tick: its figures and what its output says happened.
+    pub fn record(&self, t: TickRecord, out: &Output) {
         self.ticks.increment(1);
-        self.tick.record(tick.as_secs_f64());
-        self.encode.record(encode.as_secs_f64());
-        self.handout.record(handout.as_secs_f64());
-        if overrun {
+        self.tick.record(t.duration.as_secs_f64());
+        self.encode.record(out.encode_time.as_secs_f64());
+        self.handout.record(out.handout_time.as_secs_f64());
+        if t.overrun {
             self.overruns.increment(1);
         }
-        if skipped > 0 {
-            self.skipped.increment(skipped);
+        if t.skipped > 0 {
+            self.skipped.increment(t.skipped);
         }
-        self.queue_depth.set(queue_depth as f64);
+        self.queue_depth.set(t.queue_depth as f64);
+        self.outcomes(out);
+    }
+
+    /// Records joins, leaves, refusals and conflation of an output (also after the last
+    /// tick, when the room closes its members).
+    pub fn outcomes(&self, out: &Output) {
+        if out.joined > 0 {
+            self.joins.increment(out.joined);
+            self.active.increment(out.joined as f64);
+        }
+        for reason in &out.left {
+            let i = LeaveReason::ALL
+                .iter()
+                .position(|r| r == reason)
+                .expect("ALL lists every reason");
+            self.leaves[i].increment(1);
+            self.active.decrement(1.0);
+        }
+        for code in &out.rejected {
+            if let Some(c) = usize::try_from(*code as i32)
+                .ok()
+                .and_then(|i| self.rejected.get(i))
+            {
+                c.increment(1);
+            }
+        }
+        if out.conflated > 0 {
+            self.conflated.increment(out.conflated);
+        }
     }
 }
 
-/// Copies the hot counters, the server's connection count and process figures into the
-/// recorder, then renders the text exposition format.
-pub fn render(handle: &PrometheusHandle, connections_active: u64) -> String {
-    let h = &HOT;
-    counter!("tickroom_frames_written_total").absolute(h.frames_written.load(Relaxed));
-    counter!("tickroom_bytes_written_total").absolute(h.bytes_written.load(Relaxed));
-    counter!("tickroom_socket_flushes_total").absolute(h.flushes.load(Relaxed));
-    counter!("tickroom_snapshots_conflated_total").absolute(h.snapshots_conflated.load(Relaxed));
-    gauge!("tickroom_reliable_queue_max").set(h.reliable_backlog_max.swap(0, Relaxed) as f64);
-    gauge!("tickroom_connections_active").set(connections_active as f64);
-    if let Ok(rt) = tokio::runtime::Handle::try_current() {
-        gauge!("tokio_alive_tasks").set(rt.metrics().num_alive_tasks() as f64);
-    }
-    if let Some((rss, cpu)) = process_figures() {
-        gauge!("process_resident_memory_bytes").set(rss as f64);
-        // Prometheus' conventional name; a gauge because the value is fractional seconds.
-        gauge!("process_cpu_seconds_total").set(cpu.as_secs_f64());
-    }
-    handle.render()
-}
-
-/// (RSS bytes, user + system CPU time) of this process, from /proc (Linux).
+/// (RSS bytes, user + system CPU time) of this process, from /proc (Linux), in the
+/// machine's own page size and clock ticks.
 pub fn process_figures() -> Option<(u64, Duration)> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let rss_pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let rest = stat.rsplit_once(')')?.1;
-    let mut fields = rest.split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    // Linux reports both in clock ticks of 100 Hz (USER_HZ) and pages of 4 KiB on the
-    // machines this runs on.
-    Some((
-        rss_pages * 4096,
-        Duration::from_millis((utime + stime) * 10),
-    ))
+    let stat = procfs::process::Process::myself().ok()?.stat().ok()?;
+    let rss = stat.rss * procfs::page_size();
+    let ticks = procfs::ticks_per_second();
+    let cpu = Duration::from_secs_f64((stat.utime + stat.stime) as f64 / ticks as f64);
+    Some((rss, cpu))
 }
 
 #[cfg(test)]
@@ -328,15 +356,46 @@ mod tests {
     }
 
     #[test]
-    fn leave_reasons_map_to_a_small_fixed_set() {
-        assert_eq!(leave_label(LeaveReason::Left), "leave");
+    fn two_instances_count_apart() {
+        let a = Metrics::new();
+        let b = Metrics::new();
+        a.message_rejected(ErrorCode::Busy);
+        a.message_rejected(ErrorCode::Busy);
+        let line = |m: &Metrics| {
+            m.render(0)
+                .lines()
+                .find(|l| l.starts_with("tickroom_messages_rejected_total{reason=\"busy\"}"))
+                .map(str::to_owned)
+        };
         assert_eq!(
-            leave_label(LeaveReason::Closed(CloseReason::HeartbeatTimeout)),
-            "timeout"
+            line(&a).as_deref(),
+            Some("tickroom_messages_rejected_total{reason=\"busy\"} 2")
         );
         assert_eq!(
-            leave_label(LeaveReason::Closed(CloseReason::SlowConsumer)),
-            "slow_consumer"
+            line(&b).as_deref(),
+            Some("tickroom_messages_rejected_total{reason=\"busy\"} 0")
         );
+    }
+
+    #[test]
+    fn a_rooms_output_becomes_its_counters() {
+        let m = Metrics::new();
+        let room = m.room(RoomKind::Chat, "c");
+        let out = Output {
+            joined: 2,
+            left: vec![LeaveReason::TimedOut],
+            conflated: 3,
+            ..Default::default()
+        };
+        room.outcomes(&out);
+        let text = m.render(0);
+        for want in [
+            "tickroom_joins_total{kind=\"chat\"} 2",
+            "tickroom_sessions_active{kind=\"chat\"} 1",
+            "tickroom_leaves_total{kind=\"chat\",reason=\"timeout\"} 1",
+            "tickroom_snapshots_conflated_total 3",
+        ] {
+            assert!(text.lines().any(|l| l == want), "{want} in:\n{text}");
+        }
     }
 }

@@ -9,8 +9,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::engine::{Registry, RegistryError};
 use crate::http::{ops_router, public_router};
+use crate::metrics::Metrics;
+use crate::rooms::{Registry, RegistryError};
 use crate::transport::{PreparedSessions, SessionHub, serve};
 
 /// How long shutdown waits for sessions to say goodbye before stopping the rooms.
@@ -48,8 +49,8 @@ impl Server {
         let public = bind(config.server.listen).await?;
         let ops = bind(config.server.ops_listen).await?;
         // Before any room starts: rooms register their metric handles once, at start.
-        let metrics = crate::metrics::install();
-        let registry = Registry::start(&config)?;
+        let metrics = Arc::new(Metrics::new());
+        let registry = Registry::start(&config, metrics.clone())?;
         let shutdown = CancellationToken::new();
         let hub = Arc::new(SessionHub::new(
             registry,

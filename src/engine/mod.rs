@@ -1,30 +1,31 @@
-//! The room engine: one owner thread per room driving a sans-IO [`Room`] on a fixed tick.
-//!
-//! Data path: a session sends a [`Command`] through the room's bounded channel; the room
-//! thread drains commands, steps its [`Simulation`], encodes each changed interest group once
-//! and hands the shared frames to the members' outboxes.
+//! The room engine, sans-IO: a [`Room`] is a plain value fed commands and ticks, which steps
+//! its [`Simulation`], encodes each changed interest group once and puts the shared frames in
+//! the members' [`Outbox`]es. What else it produced comes back as an [`Output`] for its
+//! driver (the owner thread in `rooms`) to act on. No threads, sockets, async runtime,
+//! metrics recorder or room kinds in here.
 
 mod command;
-mod registry;
+mod outbox;
 mod room;
 mod scheduler;
 mod simulation;
-mod stats;
-mod thread;
+#[cfg(test)]
+pub(crate) mod testing;
 
-pub use command::{Command, JoinRequest, LeaveReason, RoomEvent, RoomQuery, SessionId};
-pub use registry::kind_name;
-pub use registry::{Registry, RegistryError, RoomInfo, Ticker};
-pub use room::{Room, RoomCore, TickTimings};
+pub use command::{Command, JoinReply, JoinRequest, LeaveReason, SessionCommand, SessionId};
+pub use outbox::{Closed, Drain, Enqueued, GroupId, Outbox, SlotKey, Taken, wake_drains};
+pub use room::{Output, Room, RoomCore};
 pub use scheduler::{TickSchedule, TickStart};
-pub use simulation::{CommandError, Simulation};
-pub use stats::{RoomStats, TickDurations};
-pub use thread::{RoomHandle, SendError, spawn_room};
+pub use simulation::{CommandError, NoEvent, Simulation};
 
-/// Wall-clock time in microseconds since the Unix epoch, as carried in snapshots.
-pub fn unix_time_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
+use tickroom_proto::v1::RoomKind;
+
+/// A room kind's name in `/rooms`, logs and metric labels.
+pub fn kind_name(kind: RoomKind) -> &'static str {
+    match kind {
+        RoomKind::Game => "game",
+        RoomKind::Ticker => "ticker",
+        RoomKind::Chat => "chat",
+        RoomKind::Unspecified => "unspecified",
+    }
 }

@@ -2,7 +2,10 @@
 //!
 //! No threads, sockets or clocks: the driver passes the tick number and time in, so tests
 //! step a room deterministically. [`RoomCore`] is what a [`Simulation`] sees; it encodes each
-//! message once into a shared `Bytes` and hands the same frame to every recipient.
+//! message once into a shared `Bytes` and hands the same frame to every recipient's outbox.
+//! Everything else a tick produces comes back as a value, [`Output`]: which outboxes have
+//! something new for their writers, who joined and left and why, what was refused, and the
+//! tick's figures. The driver wakes the writers and records the metrics.
 
 use foldhash::HashMap;
 use std::sync::Arc;
@@ -12,7 +15,8 @@ use bytes::{Bytes, BytesMut};
 use indexmap::IndexMap;
 use prost::Message;
 use tickroom_proto::v1::{
-    Error as ErrorMsg, RoomKind, ServerMessage, Snapshot, server_message::Body as ServerBody,
+    Error as ErrorMsg, ErrorCode, RoomKind, ServerMessage, Snapshot,
+    server_message::Body as ServerBody,
 };
 
 // Field numbers of ServerMessage (proto/tickroom.proto).
@@ -21,11 +25,10 @@ const SNAPSHOT_TAG: u32 = 3;
 // Field number of Snapshot.server_time_us.
 const SNAPSHOT_TIME_TAG: u32 = 1;
 
-use super::{Command, CommandError, JoinRequest, LeaveReason, SessionId, Simulation};
-use crate::outbox::{CloseReason, Closed, GroupId, Outbox, SlotKey};
-
-/// Gives every room a distinct number for its outbox slot keys.
-static NEXT_ROOM_UID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+use super::outbox::{Closed, Enqueued, GroupId, Outbox, SlotKey};
+use super::{
+    Command, CommandError, JoinRequest, LeaveReason, SessionCommand, SessionId, Simulation,
+};
 
 #[derive(Debug)]
 struct Member {
@@ -43,6 +46,43 @@ struct Group {
     dirty: bool,
 }
 
+/// What the room produced since the driver last cleared it, besides the frames it put in
+/// members' outboxes. See the module docs.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Outboxes that went from empty to non-empty, or that the room closed: their writers
+    /// must hear of it ([`wake_drains`](super::wake_drains)). An outbox may appear twice.
+    pub ready: Vec<Arc<Outbox>>,
+    /// Sessions admitted.
+    pub joined: u64,
+    /// Sessions that left, with why.
+    pub left: Vec<LeaveReason>,
+    /// Client messages answered with an `Error`, by code.
+    pub rejected: Vec<ErrorCode>,
+    /// Pending snapshots replaced by a newer one.
+    pub conflated: u64,
+    /// Messages encoded (each shared by all its recipients).
+    pub encodes: u64,
+    /// Time spent encoding.
+    pub encode_time: Duration,
+    /// Time spent handing the tick's frames to the members' outboxes.
+    pub handout_time: Duration,
+}
+
+impl Output {
+    /// Empties it for the next tick, keeping the allocations.
+    pub fn clear(&mut self) {
+        self.ready.clear();
+        self.joined = 0;
+        self.left.clear();
+        self.rejected.clear();
+        self.conflated = 0;
+        self.encodes = 0;
+        self.encode_time = Duration::ZERO;
+        self.handout_time = Duration::ZERO;
+    }
+}
+
 /// Engine state a simulation acts through. See the module docs.
 #[derive(Debug)]
 pub struct RoomCore {
@@ -55,24 +95,18 @@ pub struct RoomCore {
     members: HashMap<SessionId, Member>,
     groups: HashMap<GroupId, Group>,
     dirty: Vec<GroupId>,
-    // Sessions found closed outside the hand-out; removed at the end of the tick.
-    closed: Vec<(SessionId, CloseReason)>,
-    // Outboxes that went from empty to non-empty; their writers are woken once the command
-    // or tick is done, so everything it queued leaves in one socket write.
-    wake: Vec<Arc<Outbox>>,
-    /// Flushers to wake after a hand-out (scratch, kept for its allocation).
-    flushers: Vec<Arc<tokio::sync::Notify>>,
+    // Sessions found closed while handing out; removed at the end of the tick.
+    closed: Vec<(SessionId, LeaveReason)>,
+    out: Output,
     buf: BytesMut,
     encodes: u64,
-    /// Time spent encoding during the current tick.
-    encode_time: Duration,
 }
 
 impl RoomCore {
-    fn new(name: Arc<str>, kind: RoomKind, tick_rate_hz: u32) -> Self {
+    fn new(uid: u32, name: Arc<str>, kind: RoomKind, tick_rate_hz: u32) -> Self {
         Self {
             name,
-            uid: NEXT_ROOM_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            uid,
             kind,
             tick_rate_hz,
             tick: 0,
@@ -81,11 +115,9 @@ impl RoomCore {
             groups: HashMap::default(),
             dirty: Vec::new(),
             closed: Vec::new(),
-            wake: Vec::new(),
-            flushers: Vec::new(),
+            out: Output::default(),
             buf: BytesMut::with_capacity(16 * 1024),
             encodes: 0,
-            encode_time: Duration::ZERO,
         }
     }
 
@@ -123,6 +155,12 @@ impl RoomCore {
         self.encodes
     }
 
+    fn count_encode(&mut self, started: Instant) {
+        self.encodes += 1;
+        self.out.encodes += 1;
+        self.out.encode_time += started.elapsed();
+    }
+
     /// Encodes one server message for the current tick, once.
     pub fn encode(&mut self, body: ServerBody) -> Bytes {
         let started = Instant::now();
@@ -133,8 +171,7 @@ impl RoomCore {
         self.buf.reserve(msg.encoded_len());
         msg.encode(&mut self.buf)
             .expect("reserved enough capacity for the message");
-        self.encodes += 1;
-        self.encode_time += started.elapsed();
+        self.count_encode(started);
         self.buf.split().freeze()
     }
 
@@ -152,8 +189,7 @@ impl RoomCore {
             uint64::encode(TICK_TAG, &self.tick, &mut self.buf);
         }
         message::encode(SNAPSHOT_TAG, snapshot, &mut self.buf);
-        self.encodes += 1;
-        self.encode_time += started.elapsed();
+        self.count_encode(started);
         self.buf.split().freeze()
     }
 
@@ -184,8 +220,7 @@ impl RoomCore {
         for part in parts {
             self.buf.extend_from_slice(part);
         }
-        self.encodes += 1;
-        self.encode_time += started.elapsed();
+        self.count_encode(started);
         self.buf.split().freeze()
     }
 
@@ -212,7 +247,7 @@ impl RoomCore {
         self.queue_to_member(session, &[], Some((slot, frame)));
     }
 
-    /// Queues frames for one member; its writer is woken when the command or tick is done.
+    /// Queues frames for one member.
     fn queue_to_member(
         &mut self,
         session: SessionId,
@@ -220,11 +255,14 @@ impl RoomCore {
         snapshot: Option<(SlotKey, &Bytes)>,
     ) {
         if let Some(m) = self.members.get(&session) {
-            let to = Recipient {
+            deliver(
                 session,
-                outbox: &m.outbox,
-            };
-            to.queue(reliable, snapshot, false, &mut self.wake, &mut self.closed);
+                &m.outbox,
+                reliable,
+                snapshot,
+                &mut self.out,
+                &mut self.closed,
+            );
         }
     }
 
@@ -240,29 +278,12 @@ impl RoomCore {
             return;
         }
         let frame = self.encode(body);
-        self.send_frame(session, frame);
-    }
-
-    fn send_frame(&mut self, session: SessionId, frame: Bytes) {
         self.queue_to_member(session, std::slice::from_ref(&frame), None);
-    }
-
-    /// Wakes the writers of every outbox that received its first frame since the last call:
-    /// every session is queued first and each flusher woken once, after the last.
-    fn wake_writers(&mut self) {
-        let mut flushers = std::mem::take(&mut self.flushers);
-        for outbox in self.wake.drain(..) {
-            outbox.wake_later(&mut flushers);
-        }
-        for flusher in flushers.drain(..) {
-            flusher.notify_one();
-        }
-        self.flushers = flushers;
     }
 
     /// Sends an `Error` to one member.
     pub fn send_error(&mut self, session: SessionId, err: &CommandError) {
-        crate::metrics::message_rejected(err.code);
+        self.out.rejected.push(err.code);
         self.send_to(session, error_body(err));
     }
 
@@ -314,10 +335,11 @@ impl RoomCore {
 
     /// Ends a member's connection (e.g. its avatar was resumed elsewhere). The simulation
     /// is not told: it asked for this.
-    pub fn kick(&mut self, session: SessionId, reason: CloseReason) {
+    pub fn kick(&mut self, session: SessionId, reason: LeaveReason) {
         if let Some(m) = self.remove_member(session) {
             m.outbox.close(reason);
-            crate::metrics::session_left(self.kind, LeaveReason::Closed(reason));
+            self.out.left.push(reason);
+            self.out.ready.push(m.outbox);
         }
     }
 
@@ -342,12 +364,10 @@ impl RoomCore {
     }
 
     /// Hands every dirty group's frames to its members: one outbox call per member and
-    /// group, sharing the encoded frames.
+    /// group, sharing the encoded frames. Nobody is woken here: the driver hands the outboxes
+    /// that became ready to their drains once the tick is done, so a member of several
+    /// groups gets all of them in one write.
     fn hand_out(&mut self) {
-        // With one dirty group each member gets one delivery this tick, so its writer can be
-        // woken at once; with several, a member in two of them must not be written to
-        // between the two (see `wake_writers`).
-        let immediate = self.dirty.len() == 1;
         for group in self.dirty.drain(..) {
             let Some(g) = self.groups.get_mut(&group) else {
                 continue;
@@ -357,12 +377,12 @@ impl RoomCore {
                 .as_ref()
                 .map(|(slot, frame)| (slot_key(self.uid, *slot), frame));
             for (&session, outbox) in &g.members {
-                let to = Recipient { session, outbox };
-                to.queue(
+                deliver(
+                    session,
+                    outbox,
                     &g.reliable,
                     snapshot,
-                    immediate,
-                    &mut self.wake,
+                    &mut self.out,
                     &mut self.closed,
                 );
             }
@@ -378,7 +398,7 @@ impl RoomCore {
         let mut most = 0;
         for (session, m) in &self.members {
             if m.outbox.is_closed() {
-                let reason = m.outbox.close_reason().unwrap_or(CloseReason::PeerGone);
+                let reason = m.outbox.close_reason().unwrap_or(LeaveReason::Disconnected);
                 self.closed.push((*session, reason));
             } else {
                 most = most.max(m.outbox.len());
@@ -386,14 +406,26 @@ impl RoomCore {
         }
         most
     }
+
+    /// Closes every member's outbox without asking the simulation (it failed), and reports
+    /// them ready so their sessions end.
+    fn close_members(&mut self, reason: LeaveReason) {
+        for (_, m) in self.members.drain() {
+            if m.outbox.close(reason) {
+                self.out.left.push(reason);
+            }
+            self.out.ready.push(m.outbox);
+        }
+        self.groups.clear();
+    }
 }
 
 impl Drop for RoomCore {
-    // A room that stops, even by a panic in its simulation, must not leave sessions
-    // connected to nothing.
+    // A room that is dropped with members (its driver did not close them) must not leave
+    // sessions connected to nothing; their sweeps and reads find the closed outbox.
     fn drop(&mut self) {
         for m in self.members.values() {
-            m.outbox.close(CloseReason::RoomClosed);
+            m.outbox.close(LeaveReason::Shutdown);
         }
     }
 }
@@ -403,28 +435,29 @@ fn slot_key(room_uid: u32, group: GroupId) -> SlotKey {
     (u64::from(room_uid) << 32) | u64::from(group)
 }
 
-/// One member's outbox, as the room hands it frames.
-struct Recipient<'a> {
+/// Queues frames for one member and notes what the driver must know: an outbox that became
+/// ready (or closed on overflow) and conflation; a closed one is put on `closed` for removal
+/// at the end of the tick.
+fn deliver(
     session: SessionId,
-    outbox: &'a Arc<Outbox>,
-}
-
-impl Recipient<'_> {
-    /// Queues frames; the writer is woken at once (`wake_now`) or put on `wake` for later,
-    /// and a closed outbox is put on `closed` for removal at the end of the tick.
-    fn queue(
-        &self,
-        reliable: &[Bytes],
-        snapshot: Option<(SlotKey, &Bytes)>,
-        wake_now: bool,
-        wake: &mut Vec<Arc<Outbox>>,
-        closed: &mut Vec<(SessionId, CloseReason)>,
-    ) {
-        match self.outbox.enqueue(reliable, snapshot) {
-            Ok(true) if wake_now => self.outbox.wake(),
-            Ok(true) => wake.push(self.outbox.clone()),
-            Ok(false) => {}
-            Err(Closed(reason)) => closed.push((self.session, reason)),
+    outbox: &Arc<Outbox>,
+    reliable: &[Bytes],
+    snapshot: Option<(SlotKey, &Bytes)>,
+    out: &mut Output,
+    closed: &mut Vec<(SessionId, LeaveReason)>,
+) {
+    match outbox.enqueue(reliable, snapshot) {
+        Ok(Enqueued { ready, conflated }) => {
+            if ready {
+                out.ready.push(outbox.clone());
+            }
+            out.conflated += u64::from(conflated);
+        }
+        Err(Closed(reason)) => {
+            // Its writer must hear of an overflow the room caused; a session that closed
+            // itself is already ending, and hearing twice is harmless.
+            out.ready.push(outbox.clone());
+            closed.push((session, reason));
         }
     }
 }
@@ -443,28 +476,26 @@ pub(crate) fn error_body(err: &CommandError) -> ServerBody {
     })
 }
 
-/// Where the last tick's time went, for metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TickTimings {
-    pub encode: Duration,
-    pub handout: Duration,
-}
-
 /// A room: the engine core plus its simulation. See the module docs.
 #[derive(Debug)]
 pub struct Room<S> {
     core: RoomCore,
     sim: S,
-    timings: TickTimings,
 }
 
 impl<S: Simulation> Room<S> {
+    /// A room numbered 0; see [`numbered`](Self::numbered).
     pub fn new(name: impl Into<Arc<str>>, tick_rate_hz: u32, sim: S) -> Self {
+        Self::numbered(0, name, tick_rate_hz, sim)
+    }
+
+    /// A room with a number unique among its server's rooms (it qualifies the room's
+    /// snapshot slots in outboxes, which sessions carry from room to room).
+    pub fn numbered(uid: u32, name: impl Into<Arc<str>>, tick_rate_hz: u32, sim: S) -> Self {
         let kind = sim.kind();
         Self {
-            core: RoomCore::new(name.into(), kind, tick_rate_hz),
+            core: RoomCore::new(uid, name.into(), kind, tick_rate_hz),
             sim,
-            timings: TickTimings::default(),
         }
     }
 
@@ -476,21 +507,20 @@ impl<S: Simulation> Room<S> {
         &self.sim
     }
 
+    /// What the room produced since the driver last cleared it.
+    pub fn output(&mut self) -> &mut Output {
+        &mut self.core.out
+    }
+
     /// Starts tick `tick` at wall time `now_us`; commands handled next belong to it.
     pub fn begin_tick(&mut self, tick: u64, now_us: i64) {
         self.core.tick = tick;
         self.core.now_us = now_us;
-        self.core.encode_time = Duration::ZERO;
-    }
-
-    /// Encode and hand-out time of the last tick (commands included).
-    pub fn timings(&self) -> TickTimings {
-        self.timings
     }
 
     /// Joins `session` through a new outbox holding up to `reliable_cap` reliable frames and
-    /// returns the outbox: how tests and benchmarks that drive a room directly stand in for a
-    /// connection.
+    /// returns the outbox: how benchmarks and tests that drive a room directly stand in for
+    /// a connection.
     pub fn join_new(
         &mut self,
         session: SessionId,
@@ -499,22 +529,24 @@ impl<S: Simulation> Room<S> {
         reliable_cap: usize,
     ) -> Arc<Outbox> {
         let outbox = Arc::new(Outbox::new(reliable_cap));
-        self.handle(Command::Join(JoinRequest {
+        self.handle(Command::Session(SessionCommand::Join(JoinRequest {
             session,
             outbox: outbox.clone(),
             resume_token: resume_token.into(),
             name: name.into(),
             reply: None,
-        }));
+        })));
         outbox
     }
 
-    /// Applies one command. Returns false for `Shutdown`.
-    pub fn handle(&mut self, cmd: Command) -> bool {
+    /// Applies one command. Returns false for `Shutdown`, after closing every member.
+    pub fn handle(&mut self, cmd: Command<S::Event>) -> bool {
         match cmd {
-            Command::Join(join) => self.join(join),
-            Command::Leave { session, reason } => self.leave(session, reason),
-            Command::Client { session, body } => {
+            Command::Session(SessionCommand::Join(join)) => self.join(join),
+            Command::Session(SessionCommand::Leave { session, reason }) => {
+                self.leave(session, reason)
+            }
+            Command::Session(SessionCommand::Client { session, body }) => {
                 // A non-member (its join failed, or it already left) has been told so.
                 if self.core.is_member(session)
                     && let Err(err) = self.sim.command(&mut self.core, session, body)
@@ -523,10 +555,11 @@ impl<S: Simulation> Room<S> {
                 }
             }
             Command::Event(event) => self.sim.event(&mut self.core, event),
-            Command::Query(query) => self.sim.query(&self.core, query),
-            Command::Shutdown => return false,
+            Command::Shutdown => {
+                self.close_all(LeaveReason::Shutdown);
+                return false;
+            }
         }
-        self.core.wake_writers();
         true
     }
 
@@ -544,19 +577,21 @@ impl<S: Simulation> Room<S> {
                 welcome.tick_rate_hz = self.core.tick_rate_hz;
                 self.core
                     .send_to(join.session, ServerBody::Welcome(welcome));
-                crate::metrics::session_joined(self.core.kind);
+                self.core.out.joined += 1;
                 if let Some(reply) = reply {
-                    let _ = reply.send(true);
+                    reply(true);
                 }
             }
             Err(err) => {
-                crate::metrics::message_rejected(err.code);
+                self.core.out.rejected.push(err.code);
                 self.core.remove_member(join.session);
                 let frame = self.core.encode(error_body(&err));
                 // The session is not a member: a closed outbox is its own teardown's business.
-                let _ = join.outbox.push_reliable(frame);
+                if let Ok(true) = join.outbox.push_reliable(frame) {
+                    self.core.out.ready.push(join.outbox);
+                }
                 if let Some(reply) = reply {
-                    let _ = reply.send(false);
+                    reply(false);
                 }
             }
         }
@@ -564,7 +599,7 @@ impl<S: Simulation> Room<S> {
 
     fn leave(&mut self, session: SessionId, reason: LeaveReason) {
         if self.core.remove_member(session).is_some() {
-            crate::metrics::session_left(self.core.kind, reason);
+            self.core.out.left.push(reason);
             self.sim.leave(&mut self.core, session, reason);
         }
     }
@@ -576,11 +611,7 @@ impl<S: Simulation> Room<S> {
         self.sim.replicate(&mut self.core);
         let handout = Instant::now();
         self.core.hand_out();
-        self.core.wake_writers();
-        self.timings = TickTimings {
-            encode: self.core.encode_time,
-            handout: handout.elapsed(),
-        };
+        self.core.out.handout_time += handout.elapsed();
         self.remove_closed();
     }
 
@@ -595,23 +626,28 @@ impl<S: Simulation> Room<S> {
 
     fn remove_closed(&mut self) {
         while let Some((session, reason)) = self.core.closed.pop() {
-            self.leave(session, LeaveReason::Closed(reason));
+            self.leave(session, reason);
         }
-        // What the simulation said to the others about those who left.
-        self.core.wake_writers();
     }
 
-    /// Closes every member's outbox with `reason` (server or room shutdown).
-    pub fn close_all(&mut self, reason: CloseReason) {
+    /// Closes every member's outbox with `reason` (server or room shutdown); the simulation
+    /// hears of each.
+    pub fn close_all(&mut self, reason: LeaveReason) {
         let sessions: Vec<SessionId> = self.core.members.keys().copied().collect();
         for session in sessions {
             if let Some(m) = self.core.remove_member(session) {
                 m.outbox.close(reason);
-                crate::metrics::session_left(self.core.kind, LeaveReason::Closed(reason));
-                self.sim
-                    .leave(&mut self.core, session, LeaveReason::Closed(reason));
+                self.core.out.ready.push(m.outbox);
+                self.core.out.left.push(reason);
+                self.sim.leave(&mut self.core, session, reason);
             }
         }
+    }
+
+    /// Ends every member's session without the simulation, after it failed (a panic): the
+    /// outboxes close with `reason` and are reported ready.
+    pub fn abort(&mut self, reason: LeaveReason) {
+        self.core.close_members(reason);
     }
 
     #[cfg(test)]
@@ -623,13 +659,16 @@ impl<S: Simulation> Room<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tickroom_proto::v1::{ErrorCode, Welcome, client_message::Body};
+    use crate::engine::NoEvent;
+    use crate::engine::testing::{Probe, TestDriver};
+    use tickroom_proto::v1::{Welcome, client_message::Body};
 
     /// A simulation that publishes one snapshot and one event per tick to group 0.
     #[derive(Debug, Default)]
     struct Echo;
 
     impl Simulation for Echo {
+        type Event = NoEvent;
         fn kind(&self) -> RoomKind {
             RoomKind::Game
         }
@@ -640,6 +679,9 @@ mod tests {
         fn leave(&mut self, _: &mut RoomCore, _: SessionId, _: LeaveReason) {}
         fn command(&mut self, _: &mut RoomCore, _: SessionId, _: Body) -> Result<(), CommandError> {
             Err(CommandError::new(ErrorCode::UnknownMessage, "no"))
+        }
+        fn event(&mut self, _: &mut RoomCore, e: NoEvent) {
+            match e {}
         }
         fn step(&mut self, _: &mut RoomCore) {}
         fn replicate(&mut self, ctx: &mut RoomCore) {
@@ -654,12 +696,16 @@ mod tests {
         }
     }
 
-    fn join(room: &mut Room<Echo>, session: SessionId) -> Arc<Outbox> {
+    fn room() -> TestDriver<Echo> {
+        TestDriver::new("r", 60, Echo)
+    }
+
+    fn join(room: &mut TestDriver<Echo>, session: SessionId) -> Probe {
         room.join_new(session, "", "", 64)
     }
 
     fn encodes_per_tick(recipients: u64) -> u64 {
-        let mut room = Room::new("r", 60, Echo);
+        let mut room = room();
         room.begin_tick(1, 0);
         let outboxes: Vec<_> = (1..=recipients).map(|s| join(&mut room, s)).collect();
         room.run_tick();
@@ -670,6 +716,7 @@ mod tests {
         // Every recipient got the tick's frames, and they are the same allocation.
         let mut first: Option<Vec<Bytes>> = None;
         for o in &outboxes {
+            assert!(o.was_told());
             let mut v = Vec::new();
             o.take(&mut v);
             let v: Vec<Bytes> = v.into_iter().skip(2).collect(); // welcome + tick 1 event (its snapshot was conflated)
@@ -693,7 +740,7 @@ mod tests {
     #[test]
     fn borrowed_snapshot_encoding_matches_the_generated_encoder() {
         use tickroom_proto::v1::{Entity, Object, object::State};
-        let mut room = Room::new("r", 60, Echo);
+        let mut room = room();
         for tick in [0, 1, 300] {
             room.begin_tick(tick, 5);
             let snap = Snapshot {
@@ -717,18 +764,48 @@ mod tests {
     }
 
     #[test]
-    fn closed_members_are_removed_and_leave_is_idempotent() {
+    fn the_output_counts_joins_leaves_refusals_and_conflation() {
         let mut room = Room::new("r", 60, Echo);
+        room.begin_tick(1, 0);
+        let a = room.join_new(1, "", "", 64);
+        room.run_tick();
+        room.begin_tick(2, 0);
+        room.run_tick();
+        room.handle(Command::Session(SessionCommand::Client {
+            session: 1,
+            body: Body::Leave(Default::default()),
+        }));
+        room.handle(Command::Session(SessionCommand::Leave {
+            session: 1,
+            reason: LeaveReason::TimedOut,
+        }));
+        let out = room.output();
+        assert_eq!(out.joined, 1);
+        assert_eq!(out.left, [LeaveReason::TimedOut]);
+        assert_eq!(out.rejected, [ErrorCode::UnknownMessage]);
+        // Tick 2's snapshot replaced tick 1's, which nobody took.
+        assert_eq!(out.conflated, 1);
+        assert_eq!(out.encodes, 6, "welcome, 2 × (event + snapshot), error");
+        // The outbox became ready once (at the welcome) and was never taken since.
+        assert_eq!(out.ready.len(), 1);
+        assert!(Arc::ptr_eq(&out.ready[0], &a));
+        out.clear();
+        assert!(out.ready.is_empty() && out.left.is_empty() && out.encodes == 0);
+    }
+
+    #[test]
+    fn closed_members_are_removed_and_leave_is_idempotent() {
+        let mut room = room();
         room.begin_tick(1, 0);
         let a = join(&mut room, 1);
         let _b = join(&mut room, 2);
         assert_eq!(room.core().member_count(), 2);
-        a.close(CloseReason::PeerGone);
+        a.close(LeaveReason::Disconnected);
         room.run_tick();
         assert_eq!(room.core().member_count(), 1);
         // A late leave for the same session, twice, changes nothing.
         for _ in 0..2 {
-            room.handle(Command::Leave {
+            room.session(SessionCommand::Leave {
                 session: 1,
                 reason: LeaveReason::Left,
             });
@@ -738,37 +815,63 @@ mod tests {
 
     #[test]
     fn sweep_finds_closed_members_without_traffic() {
-        let mut room = Room::new("r", 60, Echo);
+        let mut room = room();
         let a = join(&mut room, 1);
-        a.close(CloseReason::HeartbeatTimeout);
+        a.close(LeaveReason::TimedOut);
         room.sweep();
         assert_eq!(room.core().member_count(), 0);
     }
 
     #[test]
     fn refused_commands_are_answered_with_an_error() {
-        let mut room = Room::new("r", 60, Echo);
+        let mut room = room();
         let a = join(&mut room, 1);
-        room.handle(Command::Client {
+        room.session(SessionCommand::Client {
             session: 1,
             body: Body::Leave(Default::default()),
         });
-        let mut v = Vec::new();
-        a.take(&mut v);
-        let last = ServerMessage::decode(v.last().unwrap().clone()).unwrap();
-        assert!(
-            matches!(last.body, Some(ServerBody::Error(e)) if e.code == ErrorCode::UnknownMessage as i32)
-        );
+        let last = a.take_decoded().pop().unwrap();
+        assert!(matches!(last, ServerBody::Error(e) if e.code == ErrorCode::UnknownMessage as i32));
     }
 
     #[test]
-    fn shutdown_closes_every_outbox() {
-        let mut room = Room::new("r", 60, Echo);
+    fn a_reliable_overflow_closes_the_member_and_reports_it_ready() {
+        let mut room = room();
+        room.begin_tick(1, 0);
+        let a = room.join_new(1, "", "", 3);
+        // Welcome + 2 events fit; the third tick's event overflows.
+        for tick in 1..=3 {
+            room.begin_tick(tick, 0);
+            room.run_tick();
+        }
+        assert_eq!(a.close_reason(), Some(LeaveReason::SlowConsumer));
+        assert!(a.was_told(), "the writer hears of the overflow");
+        assert_eq!(room.core().member_count(), 0);
+    }
+
+    #[test]
+    fn shutdown_closes_every_outbox_and_tells_the_writers() {
+        let mut room = room();
         let a = join(&mut room, 1);
         let b = join(&mut room, 2);
-        room.close_all(CloseReason::ShuttingDown);
-        assert_eq!(a.close_reason(), Some(CloseReason::ShuttingDown));
-        assert_eq!(b.close_reason(), Some(CloseReason::ShuttingDown));
-        assert_eq!(room.core_mut().member_count(), 0);
+        a.take_decoded();
+        b.take_decoded();
+        assert!(!room.handle(Command::Shutdown));
+        for o in [&a, &b] {
+            assert_eq!(o.close_reason(), Some(LeaveReason::Shutdown));
+            assert!(o.was_told());
+        }
+        assert_eq!(room.core().member_count(), 0);
+    }
+
+    #[test]
+    fn abort_ends_every_session_without_the_simulation() {
+        let mut room = Room::new("r", 60, Echo);
+        let a = room.join_new(1, "", "", 8);
+        room.output().clear();
+        room.abort(LeaveReason::Shutdown);
+        assert!(a.is_closed());
+        assert_eq!(room.output().ready.len(), 1);
+        assert_eq!(room.core().member_count(), 0);
     }
 }

@@ -1,10 +1,10 @@
-//! The contract between the engine and a room kind (game, ticker; chat later).
+//! The contract between the engine and a room kind (game, ticker, chat).
 
 use std::borrow::Cow;
 
 use tickroom_proto::v1::{ErrorCode, RoomKind, Welcome, client_message::Body};
 
-use super::{JoinRequest, LeaveReason, RoomCore, RoomEvent, RoomQuery, SessionId};
+use super::{JoinRequest, LeaveReason, RoomCore, SessionId};
 
 /// A command the simulation refused; the session gets it as an `Error` message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,10 +23,18 @@ impl CommandError {
     }
 }
 
-/// A room's rules. The room thread calls these in a fixed order each tick: `join`, `leave`
-/// and `command` for every queued command, then `step`, then `replicate`. Everything the
-/// simulation says to clients goes through `ctx`, which encodes each message once.
+/// The event type of a room kind that takes none from outside its sessions.
+#[derive(Debug)]
+pub enum NoEvent {}
+
+/// A room's rules. The room calls these in a fixed order each tick: `join`, `leave`,
+/// `command` and `event` for every queued command in arrival order, then `step`, then
+/// `replicate`. Everything the simulation says to clients goes through `ctx`, which encodes
+/// each message once.
 pub trait Simulation: Send + 'static {
+    /// What the room takes from outside its sessions (quotes, notices, questions).
+    type Event: Send + std::fmt::Debug + 'static;
+
     fn kind(&self) -> RoomKind;
 
     /// Admits a session (it is already a member of `ctx` and may be sent to). The engine
@@ -44,22 +52,13 @@ pub trait Simulation: Send + 'static {
         body: Body,
     ) -> Result<(), CommandError>;
 
+    /// An event from outside the sessions.
+    fn event(&mut self, ctx: &mut RoomCore, event: Self::Event);
+
     /// Advances the state by one tick.
     fn step(&mut self, ctx: &mut RoomCore);
 
     /// Emits this tick's changes: reliable events and the latest snapshot of each changed
     /// interest group.
     fn replicate(&mut self, ctx: &mut RoomCore);
-
-    /// An event from outside the sessions. Kinds without events ignore it.
-    fn event(&mut self, ctx: &mut RoomCore, event: RoomEvent) {
-        let _ = ctx;
-        tracing::debug!(?event, "room kind takes no events; ignored");
-    }
-
-    /// A question about the state. Kinds that cannot answer drop it, which the asker sees
-    /// as an error.
-    fn query(&mut self, ctx: &RoomCore, query: RoomQuery) {
-        let _ = (ctx, query);
-    }
 }

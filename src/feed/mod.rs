@@ -1,8 +1,9 @@
 //! Price feeds for ticker rooms: where quotes come from, behind one trait.
 //!
-//! A feed runs on its own thread and hands batches of [`QuoteUpdate`]s to its room as
-//! commands, through a [`FeedSink`] that waits when the room's channel is full (a feed must
-//! not lose quotes, and it is not the hot path). Its symbol universe is fixed when it is
+//! A feed runs on its own thread and hands batches of [`QuoteUpdate`]s to a [`FeedSink`],
+//! whose delivery function (given by whoever starts the feed: the registry sends them to a
+//! ticker room, waiting while its channel is full, since a feed must not lose quotes and it
+//! is not the hot path) decides where they go. Its symbol universe is fixed when it is
 //! built, so the HTTP API can check symbol names without asking the room. A message-bus feed
 //! plugs in the same way: build it from config, list its symbols, run it on the thread.
 
@@ -15,8 +16,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-
-use crate::engine::{Command, RoomEvent, RoomHandle};
 
 pub use replay::{Pace, ReplayConfig, ReplayFeed};
 pub use synthetic::{SyntheticConfig, SyntheticFeed};
@@ -103,29 +102,41 @@ impl FeedConfig {
     }
 }
 
-/// Where a feed delivers: its room's command channel, plus the stop flag.
-#[derive(Debug, Clone)]
+/// Hands a batch on, waiting as long as it must; gives up (returns `Stopped`) once the stop
+/// flag it is given is set or the receiver is gone.
+pub type Deliver = Box<dyn Fn(Vec<QuoteUpdate>, &AtomicBool) -> Result<(), Stopped> + Send>;
+
+/// Where a feed delivers, plus the stop flag.
 pub struct FeedSink {
-    room: Arc<RoomHandle>,
+    deliver: Deliver,
     stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for FeedSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeedSink")
+            .field("stop", &self.stop)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The longest a feed sleeps before looking at its stop flag.
 const STOP_CHECK: Duration = Duration::from_millis(50);
 
 impl FeedSink {
-    pub fn new(room: Arc<RoomHandle>, stop: Arc<AtomicBool>) -> Self {
-        Self { room, stop }
+    pub fn new(deliver: Deliver, stop: Arc<AtomicBool>) -> Self {
+        Self { deliver, stop }
     }
 
-    /// Hands a batch to the room, waiting while its channel is full.
+    /// Hands a batch on, waiting while the receiver is full.
     pub fn send(&self, batch: Vec<QuoteUpdate>) -> Result<(), Stopped> {
         if batch.is_empty() {
             return Ok(());
         }
-        self.room
-            .send_blocking(Command::Event(RoomEvent::Quotes(batch)), &self.stop)
-            .map_err(|_| Stopped)
+        if self.is_stopped() {
+            return Err(Stopped);
+        }
+        (self.deliver)(batch, &self.stop)
     }
 
     pub fn is_stopped(&self) -> bool {
@@ -155,12 +166,12 @@ pub struct FeedHandle {
 }
 
 impl FeedHandle {
-    /// Runs `feed` on a thread named after its room, delivering to `room`.
-    pub fn spawn(feed: Box<dyn Feed>, room: Arc<RoomHandle>) -> std::io::Result<Self> {
+    /// Runs `feed` on a thread named after `room`, handing its batches to `deliver`.
+    pub fn spawn(feed: Box<dyn Feed>, room: &str, deliver: Deliver) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
-        let sink = FeedSink::new(room.clone(), stop.clone());
-        let name: String = format!("feed-{}", room.name).chars().take(15).collect();
-        let room_name = room.name.clone();
+        let sink = FeedSink::new(deliver, stop.clone());
+        let name: String = format!("feed-{room}").chars().take(15).collect();
+        let room_name = room.to_owned();
         let thread = std::thread::Builder::new().name(name).spawn(move || {
             let kind = feed.kind();
             match feed.run(sink) {

@@ -13,7 +13,7 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::Deserialize;
 
 use super::{Feed, FeedError, FeedSink, QuoteUpdate, Stopped, SymbolSpec, cents};
-use crate::engine::unix_time_us;
+use crate::clock::unix_time_us;
 
 /// How often the feed wakes to emit what is due.
 const STEP: Duration = Duration::from_millis(5);

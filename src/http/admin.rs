@@ -12,10 +12,10 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tickroom_proto::v1::RoomKind;
 
 use super::api::ApiError;
-use crate::engine::{Command, RoomEvent, SendError};
+use crate::rooms::{RegistryError, SendError};
+use crate::sim::chat::ChatEvent;
 use crate::sim::chat::MAX_NAME_CHARS;
 use crate::transport::SessionHub;
 
@@ -79,16 +79,13 @@ fn bad(message: impl Into<String>) -> ApiError {
 fn inject(
     state: &AdminState,
     room: &str,
-    event: RoomEvent,
+    event: ChatEvent,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let handle =
-        state.hub.registry.get(room).ok_or_else(|| {
-            ApiError::new(StatusCode::NOT_FOUND, format!("no room named {room:?}"))
-        })?;
-    if handle.kind != RoomKind::Chat {
-        return Err(bad(format!("{room:?} is not a chat room")));
-    }
-    handle.send(Command::Event(event)).map_err(|e| {
+    let events = state.hub.registry.chat(room).map_err(|e| match e {
+        RegistryError::NotChat(_) => bad(format!("{room:?} is not a chat room")),
+        _ => ApiError::new(StatusCode::NOT_FOUND, format!("no room named {room:?}")),
+    })?;
+    events.try_send(event).map_err(|e| {
         let why = match e {
             SendError::Full => "the room is busy; try again",
             SendError::Gone => "the room has stopped",
@@ -119,7 +116,7 @@ async fn notice(
     if n.text.trim().is_empty() || chars > MAX_NOTICE_CHARS {
         return Err(bad(format!("text must be 1-{MAX_NOTICE_CHARS} characters")));
     }
-    inject(&state, &room, RoomEvent::Notice { text: n.text })
+    inject(&state, &room, ChatEvent::Notice { text: n.text })
 }
 
 #[derive(Deserialize)]
@@ -152,7 +149,7 @@ async fn gift(
     inject(
         &state,
         &room,
-        RoomEvent::Gift {
+        ChatEvent::Gift {
             from: g.from,
             gift: g.gift,
             count: g.count,

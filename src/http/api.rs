@@ -14,8 +14,8 @@ use axum::{Json, Router, routing::get, routing::post};
 use serde::{Deserialize, Serialize};
 use tickroom_proto::v1::Quote;
 
-use crate::engine::{Command, RegistryError, RoomQuery, SendError, Ticker};
-use crate::sim::ticker::name_list;
+use crate::rooms::{RegistryError, SendError, Ticker};
+use crate::sim::ticker::{TickerEvent, name_list};
 use crate::transport::{Full, SessionHub};
 
 /// How long a quotes request waits for the room thread (normally under one tick).
@@ -237,11 +237,13 @@ async fn quotes(
     let (reply, answer) = tokio::sync::oneshot::channel();
     let unavailable = |why: &str| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, why);
     ticker
-        .room
-        .send(Command::Query(RoomQuery::Quotes {
+        .events
+        .try_send(TickerEvent::Query {
             symbols: ids,
-            reply,
-        }))
+            reply: Box::new(move |quotes| {
+                let _ = reply.send(quotes);
+            }),
+        })
         .map_err(|e| match e {
             SendError::Full => unavailable("the room is busy; try again"),
             SendError::Gone => unavailable("the room has stopped"),

@@ -14,7 +14,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
-use crate::engine::{RoomInfo, unix_time_us};
+use crate::clock::unix_time_us;
+use crate::rooms::RoomInfo;
 use crate::transport::{SessionHub, ws_upgrade};
 
 #[derive(Serialize)]
@@ -48,7 +49,7 @@ async fn metrics(State(hub): State<Arc<SessionHub>>) -> impl IntoResponse {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::metrics::render(&hub.metrics, hub.active()),
+        hub.metrics.render(hub.active()),
     )
 }
 

@@ -20,10 +20,9 @@ use tickroom_proto::v1::{
 };
 
 use crate::engine::{
-    CommandError, JoinRequest, LeaveReason, RoomCore, RoomEvent, SessionId, Simulation,
+    CommandError, GroupId, JoinRequest, LeaveReason, RoomCore, SessionId, Simulation,
 };
 use crate::moderation::{BlockLists, FilterError, FilterPolicy, WordFilter};
-use crate::outbox::GroupId;
 use crate::rate_limit::TokenBucket;
 
 /// Every viewer is in the one group.
@@ -119,7 +118,40 @@ pub struct ChatRoom {
     next_id: u64,
     broadcast_total: u64,
     dropped_total: u64,
-    counters: crate::metrics::ChatCounters,
+    counters: ChatCounters,
+}
+
+/// What a chat room takes from outside its sessions (the admin API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChatEvent {
+    /// A system notice, in the next batch.
+    Notice { text: String },
+    /// A gift announcement, in the next batch.
+    Gift {
+        from: String,
+        gift: String,
+        count: u32,
+    },
+}
+
+/// Where a chat room counts its messages: broadcast, dropped by the per-tick cap, and held
+/// back because their sender was blocked after they were accepted. Handles of whichever
+/// metrics recorder the server gives (no-ops by default).
+#[derive(Debug, Clone)]
+pub struct ChatCounters {
+    pub broadcast: ::metrics::Counter,
+    pub dropped_cap: ::metrics::Counter,
+    pub blocked: ::metrics::Counter,
+}
+
+impl Default for ChatCounters {
+    fn default() -> Self {
+        Self {
+            broadcast: ::metrics::Counter::noop(),
+            dropped_cap: ::metrics::Counter::noop(),
+            blocked: ::metrics::Counter::noop(),
+        }
+    }
 }
 
 /// Checks a display name: trimmed, 1–32 characters, no control characters.
@@ -150,8 +182,14 @@ impl ChatRoom {
             next_id: 1,
             broadcast_total: 0,
             dropped_total: 0,
-            counters: crate::metrics::ChatCounters::new(),
+            counters: ChatCounters::default(),
         }
+    }
+
+    /// Counts messages on these counters from now on.
+    pub fn with_counters(mut self, counters: ChatCounters) -> Self {
+        self.counters = counters;
+        self
     }
 
     /// Messages broadcast and dropped by the cap since the room started.
@@ -256,6 +294,8 @@ impl ChatRoom {
 }
 
 impl Simulation for ChatRoom {
+    type Event = ChatEvent;
+
     fn kind(&self) -> RoomKind {
         RoomKind::Chat
     }
@@ -334,16 +374,16 @@ impl Simulation for ChatRoom {
         self.dropped = 0;
     }
 
-    fn event(&mut self, ctx: &mut RoomCore, event: RoomEvent) {
+    fn event(&mut self, ctx: &mut RoomCore, event: ChatEvent) {
         let now_us = ctx.now_us();
         match event {
-            RoomEvent::Notice { text } => self.push(ChatMessage {
+            ChatEvent::Notice { text } => self.push(ChatMessage {
                 kind: ChatKind::Notice as i32,
                 text,
                 server_time_us: now_us,
                 ..Default::default()
             }),
-            RoomEvent::Gift { from, gift, count } => self.push(ChatMessage {
+            ChatEvent::Gift { from, gift, count } => self.push(ChatMessage {
                 kind: ChatKind::Gift as i32,
                 from,
                 gift,
@@ -351,7 +391,6 @@ impl Simulation for ChatRoom {
                 server_time_us: now_us,
                 ..Default::default()
             }),
-            other => tracing::debug!(event = ?other, "chat rooms take notices and gifts"),
         }
     }
 }
@@ -359,29 +398,29 @@ impl Simulation for ChatRoom {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{Command, Room};
-    use crate::outbox::Outbox;
+    use crate::engine::testing::{Probe, TestDriver};
+    use crate::engine::{Command, SessionCommand};
     use prost::Message;
     use tickroom_proto::v1::ServerMessage;
 
-    fn room_with(config: ChatConfig, words: &[&str]) -> (Room<ChatRoom>, Arc<BlockLists>) {
+    fn room_with(config: ChatConfig, words: &[&str]) -> (TestDriver<ChatRoom>, Arc<BlockLists>) {
         let blocks = Arc::new(BlockLists::default());
         let filter = WordFilter::new(words.iter().copied()).unwrap();
         let tick_hz = config.tick_hz;
         let sim = ChatRoom::new(config, filter, blocks.clone());
-        (Room::new("chat", tick_hz, sim), blocks)
+        (TestDriver::new("chat", tick_hz, sim), blocks)
     }
 
-    fn room() -> (Room<ChatRoom>, Arc<BlockLists>) {
+    fn room() -> (TestDriver<ChatRoom>, Arc<BlockLists>) {
         room_with(ChatConfig::default(), &["darn", "笨蛋"])
     }
 
-    fn join(room: &mut Room<ChatRoom>, session: SessionId, name: &str) -> Arc<Outbox> {
+    fn join(room: &mut TestDriver<ChatRoom>, session: SessionId, name: &str) -> Probe {
         room.join_new(session, name, "", 256)
     }
 
-    fn say(room: &mut Room<ChatRoom>, session: SessionId, text: &str) {
-        room.handle(Command::Client {
+    fn say(room: &mut TestDriver<ChatRoom>, session: SessionId, text: &str) {
+        room.session(SessionCommand::Client {
             session,
             body: Body::ChatSend(ChatSend {
                 text: text.into(),
@@ -390,16 +429,16 @@ mod tests {
         });
     }
 
-    fn tick(room: &mut Room<ChatRoom>, n: u64) {
+    fn tick(room: &mut TestDriver<ChatRoom>, n: u64) {
         room.begin_tick(n, n as i64 * 100_000);
         room.run_tick();
     }
 
-    fn bodies(o: &Outbox) -> Vec<ServerBody> {
+    fn bodies(o: &Probe) -> Vec<ServerBody> {
         o.take_decoded()
     }
 
-    fn batches(o: &Outbox) -> Vec<ChatBatch> {
+    fn batches(o: &Probe) -> Vec<ChatBatch> {
         bodies(o)
             .into_iter()
             .filter_map(|b| match b {
@@ -416,7 +455,7 @@ mod tests {
             .collect()
     }
 
-    fn error(o: &Outbox) -> ErrorCode {
+    fn error(o: &Probe) -> ErrorCode {
         match bodies(o).pop() {
             Some(ServerBody::Error(e)) => ErrorCode::try_from(e.code).unwrap(),
             other => panic!("expected an error, got {other:?}"),
@@ -483,7 +522,7 @@ mod tests {
         for i in 1..=5 {
             say(&mut r, 1, &format!("m{i}"));
         }
-        r.handle(Command::Event(RoomEvent::Notice {
+        r.handle(Command::Event(ChatEvent::Notice {
             text: "welcome".into(),
         }));
         tick(&mut r, 1);
@@ -544,7 +583,7 @@ mod tests {
     fn gifts_are_marked_and_go_out_in_the_next_batch() {
         let (mut r, _) = room();
         let o = join(&mut r, 1, "");
-        r.handle(Command::Event(RoomEvent::Gift {
+        r.handle(Command::Event(ChatEvent::Gift {
             from: "fan".into(),
             gift: "rocket".into(),
             count: 3,

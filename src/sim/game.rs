@@ -23,8 +23,9 @@ use tickroom_proto::v1::{
     client_message::Body, object::State, server_message::Body as ServerBody,
 };
 
-use crate::engine::{CommandError, JoinRequest, LeaveReason, RoomCore, SessionId, Simulation};
-use crate::outbox::{CloseReason, GroupId};
+use crate::engine::{
+    CommandError, GroupId, JoinRequest, LeaveReason, NoEvent, RoomCore, SessionId, Simulation,
+};
 
 /// The outbox slot every view's snapshot goes in: a client holds one view at a time, and
 /// the view it moved to replaces the one it left.
@@ -527,8 +528,14 @@ impl GameRoom {
 }
 
 impl Simulation for GameRoom {
+    type Event = NoEvent;
+
     fn kind(&self) -> RoomKind {
         RoomKind::Game
+    }
+
+    fn event(&mut self, _: &mut RoomCore, event: NoEvent) {
+        match event {}
     }
 
     fn join(&mut self, ctx: &mut RoomCore, join: &JoinRequest) -> Result<Welcome, CommandError> {
@@ -542,7 +549,7 @@ impl Simulation for GameRoom {
             {
                 // The old connection is still open (its loss not yet noticed): this one wins.
                 self.by_session.remove(&old);
-                ctx.kick(old, CloseReason::ResumedElsewhere);
+                ctx.kick(old, LeaveReason::Replaced);
             }
             avatar.detached_at = None;
             let token = avatar.token.clone();
@@ -682,25 +689,23 @@ impl Simulation for GameRoom {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use bytes::Bytes;
     use prost::Message;
     use tickroom_proto::v1::{ServerMessage, Snapshot};
 
     use super::*;
-    use crate::engine::{Command, Room};
-    use crate::outbox::Outbox;
+    use crate::engine::SessionCommand;
+    use crate::engine::testing::{Probe, TestDriver};
 
-    fn room(cfg: GameConfig) -> Room<GameRoom> {
-        Room::new("arena", cfg.tick_hz, GameRoom::new(cfg))
+    fn room(cfg: GameConfig) -> TestDriver<GameRoom> {
+        TestDriver::new("arena", cfg.tick_hz, GameRoom::new(cfg))
     }
 
-    fn join(room: &mut Room<GameRoom>, session: SessionId, token: &str) -> Arc<Outbox> {
+    fn join(room: &mut TestDriver<GameRoom>, session: SessionId, token: &str) -> Probe {
         room.join_new(session, "", token, 1024)
     }
 
-    fn drain(o: &Outbox) -> Vec<ServerMessage> {
+    fn drain(o: &Probe) -> Vec<ServerMessage> {
         let mut v: Vec<Bytes> = Vec::new();
         o.take(&mut v);
         v.into_iter()
@@ -717,8 +722,8 @@ mod tests {
             .expect("welcome")
     }
 
-    fn input(room: &mut Room<GameRoom>, session: SessionId, seq: u32, x: f32) {
-        room.handle(Command::Client {
+    fn input(room: &mut TestDriver<GameRoom>, session: SessionId, seq: u32, x: f32) {
+        room.session(SessionCommand::Client {
             session,
             body: Body::Input(tickroom_proto::v1::Input {
                 seq,
@@ -793,9 +798,9 @@ mod tests {
         r.run_tick();
         let w = welcome(&drain(&o));
         drain(&watcher);
-        r.handle(Command::Leave {
+        r.session(SessionCommand::Leave {
             session: 2,
-            reason: LeaveReason::Closed(CloseReason::PeerGone),
+            reason: LeaveReason::Disconnected,
         });
         for tick in 2..=60 {
             r.begin_tick(tick, 0);
@@ -1005,7 +1010,7 @@ mod tests {
             0 < told && told < 40,
             "{told} of 40 watchers see the newcomer"
         );
-        r.handle(Command::Leave {
+        r.session(SessionCommand::Leave {
             session: 100,
             reason: LeaveReason::Left,
         });
@@ -1050,11 +1055,11 @@ mod tests {
         r.run_tick();
         let token = welcome(&drain(&a)).resume_token;
         // Session 1 drops (resumable), comes back as 3; session 2 leaves for good.
-        r.handle(Command::Leave {
+        r.session(SessionCommand::Leave {
             session: 1,
-            reason: LeaveReason::Closed(CloseReason::PeerGone),
+            reason: LeaveReason::Disconnected,
         });
-        r.handle(Command::Leave {
+        r.session(SessionCommand::Leave {
             session: 2,
             reason: LeaveReason::Left,
         });

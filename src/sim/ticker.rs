@@ -19,10 +19,9 @@ use tickroom_proto::v1::{
 };
 
 use crate::engine::{
-    CommandError, JoinRequest, LeaveReason, RoomCore, RoomEvent, RoomQuery, SessionId, Simulation,
+    CommandError, GroupId, JoinRequest, LeaveReason, RoomCore, SessionId, Simulation,
 };
 use crate::feed::{FeedConfig, QuoteUpdate, SymbolSpec};
-use crate::outbox::GroupId;
 
 /// Most unknown names an error message lists before it says "and N more".
 const NAMES_IN_ERRORS: usize = 10;
@@ -103,6 +102,32 @@ impl SymbolTable {
             Ok(ids)
         } else {
             Err(unknown)
+        }
+    }
+}
+
+/// What a ticker room takes from outside its sessions.
+pub enum TickerEvent {
+    /// New values from the room's feed, in feed order.
+    Quotes(Vec<QuoteUpdate>),
+    /// A question about the current values (`GET /api/v1/quotes`), answered on the room
+    /// thread so the answer is as consistent as a tick: the listed symbol numbers, or all.
+    Query {
+        symbols: Option<Vec<u32>>,
+        reply: QuotesReply,
+    },
+}
+
+/// Receives the answer to [`TickerEvent::Query`] on the room's thread.
+pub type QuotesReply = Box<dyn FnOnce(Vec<Quote>) + Send>;
+
+impl std::fmt::Debug for TickerEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TickerEvent::Quotes(batch) => write!(f, "Quotes({} updates)", batch.len()),
+            TickerEvent::Query { symbols, .. } => {
+                f.debug_struct("Query").field("symbols", symbols).finish()
+            }
         }
     }
 }
@@ -317,6 +342,8 @@ impl TickerRoom {
 }
 
 impl Simulation for TickerRoom {
+    type Event = TickerEvent;
+
     fn kind(&self) -> RoomKind {
         RoomKind::Ticker
     }
@@ -362,25 +389,19 @@ impl Simulation for TickerRoom {
         self.changed.clear();
     }
 
-    fn event(&mut self, _: &mut RoomCore, event: RoomEvent) {
+    fn event(&mut self, _: &mut RoomCore, event: TickerEvent) {
         match event {
-            RoomEvent::Quotes(batch) => {
+            TickerEvent::Quotes(batch) => {
                 for u in &batch {
                     self.apply(u);
                 }
             }
-            other => tracing::debug!(event = ?other, "ticker rooms take quotes"),
-        }
-    }
-
-    fn query(&mut self, _: &RoomCore, query: RoomQuery) {
-        match query {
-            RoomQuery::Quotes { symbols, reply } => {
+            TickerEvent::Query { symbols, reply } => {
                 let quotes = match symbols {
                     Some(ids) => ids.iter().map(|&i| self.quote(i).clone()).collect(),
                     None => self.symbols.iter().map(|s| s.quote.clone()).collect(),
                 };
-                let _ = reply.send(quotes);
+                reply(quotes);
             }
         }
     }
@@ -389,8 +410,8 @@ impl Simulation for TickerRoom {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{Command, Room};
-    use crate::outbox::Outbox;
+    use crate::engine::testing::{Probe, TestDriver};
+    use crate::engine::{Command, SessionCommand};
     use tickroom_proto::v1::{Subscribe, Unsubscribe};
 
     fn specs(n: usize) -> Vec<SymbolSpec> {
@@ -402,20 +423,20 @@ mod tests {
             .collect()
     }
 
-    fn room(n: usize) -> Room<TickerRoom> {
+    fn room(n: usize) -> TestDriver<TickerRoom> {
         let cfg = TickerConfig {
             max_symbols_per_session: 200,
             ..Default::default()
         };
-        Room::new("t", 20, TickerRoom::new(&cfg, &specs(n)))
+        TestDriver::new("t", 20, TickerRoom::new(&cfg, &specs(n)))
     }
 
-    fn join(room: &mut Room<TickerRoom>, session: SessionId, cap: usize) -> Arc<Outbox> {
+    fn join(room: &mut TestDriver<TickerRoom>, session: SessionId, cap: usize) -> Probe {
         room.join_new(session, "", "", cap)
     }
 
-    fn send(room: &mut Room<TickerRoom>, session: SessionId, body: Body) {
-        room.handle(Command::Client { session, body });
+    fn send(room: &mut TestDriver<TickerRoom>, session: SessionId, body: Body) {
+        room.session(SessionCommand::Client { session, body });
     }
 
     fn subscribe(names: &[&str]) -> Body {
@@ -435,16 +456,16 @@ mod tests {
         }
     }
 
-    fn feed(room: &mut Room<TickerRoom>, updates: Vec<QuoteUpdate>) {
-        room.handle(Command::Event(RoomEvent::Quotes(updates)));
+    fn feed(room: &mut TestDriver<TickerRoom>, updates: Vec<QuoteUpdate>) {
+        room.handle(Command::Event(TickerEvent::Quotes(updates)));
     }
 
-    fn tick(room: &mut Room<TickerRoom>, n: u64) {
+    fn tick(room: &mut TestDriver<TickerRoom>, n: u64) {
         room.begin_tick(n, n as i64 * 1000);
         room.run_tick();
     }
 
-    fn drain(o: &Outbox) -> Vec<ServerBody> {
+    fn drain(o: &Probe) -> Vec<ServerBody> {
         o.take_decoded()
     }
 
@@ -624,12 +645,12 @@ mod tests {
     fn quotes_are_answered_from_the_room() {
         let mut r = room(3);
         feed(&mut r, vec![update(1, 101.5)]);
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        r.handle(Command::Query(RoomQuery::Quotes {
+        let (tx, rx) = std::sync::mpsc::channel();
+        r.handle(Command::Event(TickerEvent::Query {
             symbols: Some(vec![1]),
-            reply,
+            reply: Box::new(move |q| tx.send(q).unwrap()),
         }));
-        let q = rx.blocking_recv().unwrap();
+        let q = rx.try_recv().expect("answered during the command");
         assert_eq!(q.len(), 1);
         assert_eq!((q[0].seq, q[0].last), (1, 101.5));
         assert_eq!(q[0].day_change, 0.5);

@@ -1,38 +1,101 @@
 //! Flushers: a few tasks (one per runtime worker) that write every ready session's frames.
-//! A room's hand-out queues the sessions it gave frames to on their shard and wakes the
-//! shard's flusher once, where it would otherwise wake one writer task per session per tick;
-//! the flusher then makes one `writev` per session. A session whose socket is full is left to
-//! its own writer task, so one slow client never holds up the others.
+//! A room's driver hands each session that got frames to its [`Link`], which queues the
+//! session on its shard; the driver wakes each shard's flusher once, after the last, where it
+//! would otherwise wake one writer task per session per tick. The flusher then makes one
+//! `writev` per session. A session whose socket is full is left to its own writer task, so
+//! one slow client never holds up the others.
 
 use std::sync::{Arc, Mutex};
+use std::task::{Wake, Waker};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::wire::Wire;
-use crate::outbox::CloseReason;
+use crate::engine::Drain;
+use crate::metrics::Metrics;
 
 /// Sessions written between two yields, so readers on the same worker keep their turn.
 const SESSIONS_PER_TURN: usize = 128;
 
-/// One flusher's queue of sessions with frames waiting.
+/// Wakes a flusher through a std [`Waker`], which is all a room's driver knows of it.
 #[derive(Debug, Default)]
+struct Wakeup(Notify);
+
+impl Wake for Wakeup {
+    fn wake(self: Arc<Self>) {
+        self.0.notify_one();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.notify_one();
+    }
+}
+
+/// One flusher's queue of sessions with frames waiting.
+#[derive(Debug)]
 pub struct Shard {
     ready: Mutex<Vec<Arc<Wire>>>,
-    notify: Arc<Notify>,
+    wakeup: Arc<Wakeup>,
+    waker: Waker,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        let wakeup = Arc::new(Wakeup::default());
+        Self {
+            ready: Mutex::default(),
+            waker: Waker::from(wakeup.clone()),
+            wakeup,
+        }
+    }
 }
 
 impl Shard {
     /// Queues a session. The first one queued since the flusher's last pass returns the
-    /// flusher's wake-up, for the caller to notify (see [`Outbox::wake_later`]).
-    ///
-    /// [`Outbox::wake_later`]: crate::outbox::Outbox::wake_later
-    pub fn push(&self, wire: Arc<Wire>) -> Option<Arc<Notify>> {
+    /// flusher's waker, for the caller to wake once it has queued everything it has.
+    fn push(&self, wire: Arc<Wire>) -> Option<Waker> {
         let mut ready = self.ready.lock().unwrap_or_else(|e| e.into_inner());
         let was_empty = ready.is_empty();
         ready.push(wire);
-        was_empty.then(|| self.notify.clone())
+        was_empty.then(|| self.waker.clone())
+    }
+}
+
+/// A session's socket and its flusher: what its outbox's drain is.
+#[derive(Debug)]
+pub struct Link {
+    wire: Arc<Wire>,
+    shard: Arc<Shard>,
+}
+
+impl Link {
+    /// Links `wire` to `shard` and makes the link its outbox's drain. The session keeps the
+    /// returned `Arc` for its life; the outbox holds only a weak reference.
+    pub fn attach(wire: Arc<Wire>, shard: Arc<Shard>) -> Arc<Self> {
+        let link = Arc::new(Self { wire, shard });
+        let drain: Arc<dyn Drain> = link.clone();
+        link.wire.outbox().attach(Arc::downgrade(&drain));
+        link
+    }
+
+    /// The session queued frames of its own (a pong, an error) that made its outbox ready:
+    /// queue it and wake the flusher now.
+    pub fn queue_now(self: &Arc<Self>) {
+        if let Some(w) = self.clone().queue() {
+            w.wake();
+        }
+    }
+}
+
+impl Drain for Link {
+    fn queue(self: Arc<Self>) -> Option<Waker> {
+        if self.wire.ready() {
+            self.shard.push(self.wire.clone())
+        } else {
+            None
+        }
     }
 }
 
@@ -45,13 +108,17 @@ pub struct Flushers {
 impl Flushers {
     /// Starts one flusher per worker of the current runtime; they end with `shutdown`, after
     /// which each session's writer task writes its last frames itself.
-    pub fn start(tracker: &TaskTracker, shutdown: &CancellationToken) -> Self {
+    pub fn start(
+        tracker: &TaskTracker,
+        shutdown: &CancellationToken,
+        metrics: &Arc<Metrics>,
+    ) -> Self {
         let workers = tokio::runtime::Handle::current().metrics().num_workers();
         let shards: Vec<Arc<Shard>> = (0..workers.max(1))
             .map(|_| Arc::new(Shard::default()))
             .collect();
         for shard in &shards {
-            tracker.spawn(run(shard.clone(), shutdown.clone()));
+            tracker.spawn(run(shard.clone(), shutdown.clone(), metrics.clone()));
         }
         Self { shards }
     }
@@ -62,14 +129,13 @@ impl Flushers {
     }
 }
 
-async fn run(shard: Arc<Shard>, shutdown: CancellationToken) {
+async fn run(shard: Arc<Shard>, shutdown: CancellationToken, metrics: Arc<Metrics>) {
     let mut batch: Vec<Arc<Wire>> = Vec::new();
-    let duration = crate::metrics::flush_duration();
     loop {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => return,
-            _ = shard.notify.notified() => {}
+            _ = shard.wakeup.0.notified() => {}
         }
         let started = std::time::Instant::now();
         std::mem::swap(
@@ -77,14 +143,11 @@ async fn run(shard: Arc<Shard>, shutdown: CancellationToken) {
             &mut *shard.ready.lock().unwrap_or_else(|e| e.into_inner()),
         );
         for (i, wire) in batch.drain(..).enumerate() {
-            if wire.flush_outbox(false).is_err() {
-                // A failed write ends the session; its writer and reader follow the outbox.
-                wire.outbox().close(CloseReason::PeerGone);
-            }
+            wire.flush(&metrics);
             if i % SESSIONS_PER_TURN == SESSIONS_PER_TURN - 1 {
                 tokio::task::yield_now().await;
             }
         }
-        duration.record(started.elapsed());
+        metrics.flush_duration().record(started.elapsed());
     }
 }

@@ -14,7 +14,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use super::upgrade::ConnGuard;
+/// Held by a connection for as long as it lives, upgraded or not (connection limit).
+#[derive(Debug, Clone)]
+pub struct ConnGuard(#[allow(dead_code)] pub Arc<tokio::sync::OwnedSemaphorePermit>);
 
 /// Serves `router` on `listener` until `shutdown` fires. Connections beyond
 /// `max_connections` wait in the kernel's accept queue. `send_buffer` sets SO_SNDBUF on

@@ -1,7 +1,8 @@
-//! Transport: HTTP listener, WebSocket upgrade, each session's reader and writer tasks, and
-//! the flushers that write the rooms' frames.
-//! It moves bytes between sockets and rooms and knows nothing about game rules.
+//! Transport: HTTP listener, WebSocket upgrade, each session's reader and writer tasks, the
+//! socket's write side, and the flushers that write the rooms' frames. It moves bytes
+//! between sockets and rooms and knows nothing about game rules.
 
+mod close;
 mod flusher;
 mod listener;
 mod prepared;
@@ -9,7 +10,8 @@ mod session;
 mod upgrade;
 mod wire;
 
-pub use listener::serve;
+pub use close::CloseReason;
+pub use listener::{ConnGuard, serve};
 pub use prepared::{Full, Prepared, PreparedSessions};
-pub use session::{SessionHub, Start, run_session};
-pub use upgrade::{ConnGuard, ws_config, ws_upgrade};
+pub use session::{SessionHub, Start, run_session, ws_config};
+pub use upgrade::ws_upgrade;

@@ -3,8 +3,9 @@
 //! (`flusher`) writes the room's frames, one `writev` per session per tick.
 //!
 //! Teardown is idempotent: whoever notices the end first (reader: close, error, timeout,
-//! bad input; writer: write error; room: slow consumer, kick; server: shutdown) closes the
-//! outbox with its reason, and everything else follows from that one closed flag.
+//! bad input; writer and flusher: write error; room: slow consumer, kick; server: shutdown)
+//! closes the session with its reason ([`Wire::close`], or the room through the outbox), and
+//! everything else follows from that one decision.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,21 +22,21 @@ use tickroom_proto::v1::{
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message, protocol::Role};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::flusher::Flushers;
+use super::close::CloseReason;
+use super::flusher::{Flushers, Link};
 use super::prepared::{Prepared, PreparedSessions};
-use super::upgrade::ws_config;
-use super::wire::{PING_FRAME, Wire, close_frame};
+use super::wire::{PING_FRAME, Wire, WriteState, close_frame};
+use crate::clock::unix_time_us;
 use crate::config::SessionConfig;
-use crate::engine::{
-    Command, JoinRequest, LeaveReason, Registry, RegistryError, RoomHandle, RoomStats, SendError,
-    SessionId, unix_time_us,
-};
-use crate::outbox::{CloseReason, Outbox};
+use crate::engine::{JoinRequest, LeaveReason, Outbox, SessionCommand, SessionId};
+use crate::metrics::Metrics;
 use crate::rate_limit::{RateLimiter, Verdict};
+use crate::rooms::{Registry, RegistryError, RoomHandle, RoomStats, SendError};
 
 /// How long a closing session keeps reading for the peer's close reply, and how long the
 /// writer tries to deliver its close frame.
@@ -44,6 +45,19 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// How long a join waits for the room's answer before the session gives up on it.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// WebSocket limits for one session: small buffers, since an idle session should cost a
+/// few KB (client messages are small; the read buffer grows while a larger one arrives), and
+/// messages capped at the configured size (larger ones close with 1009).
+pub fn ws_config(cfg: &SessionConfig) -> WebSocketConfig {
+    let max = cfg.max_message_bytes;
+    WebSocketConfig::default()
+        .read_buffer_size(1024)
+        .write_buffer_size(64 * 1024)
+        .max_write_buffer_size(64 * 1024 * 1024)
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+}
+
 /// What every session shares: the rooms, the limits, the shutdown signal and the figures.
 #[derive(Debug)]
 pub struct SessionHub {
@@ -51,7 +65,7 @@ pub struct SessionHub {
     pub config: SessionConfig,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
-    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    pub metrics: Arc<Metrics>,
     /// Sessions prepared with `POST /api/v1/sessions`.
     pub prepared: PreparedSessions,
     flushers: Flushers,
@@ -65,10 +79,18 @@ impl SessionHub {
         config: SessionConfig,
         shutdown: CancellationToken,
         tracker: TaskTracker,
-        metrics: metrics_exporter_prometheus::PrometheusHandle,
+        metrics: Arc<Metrics>,
         prepared: PreparedSessions,
     ) -> Self {
-        let flushers = Flushers::start(&tracker, &shutdown);
+        let flushers = Flushers::start(&tracker, &shutdown, &metrics);
+        for reason in CloseReason::ALL {
+            metrics
+                .counter(
+                    "tickroom_connections_closed_total",
+                    &[("reason", reason.as_str())],
+                )
+                .increment(0);
+        }
         Self {
             registry,
             config,
@@ -135,7 +157,8 @@ pub async fn run_session<K>(
     let _active = ActiveGuard(&hub.active);
     let id = hub.next_id.fetch_add(1, Relaxed);
     let outbox = Arc::new(Outbox::new(hub.config.reliable_queue));
-    let wire = Wire::new(tcp, outbox.clone(), hub.flushers.shard(id));
+    let wire = Wire::new(tcp, outbox.clone());
+    let link = Link::attach(wire.clone(), hub.flushers.shard(id));
     let mut stream = WebSocketStream::from_partially_read(
         wire.io(),
         read,
@@ -148,6 +171,7 @@ pub async fn run_session<K>(
         wire.clone(),
         token.clone(),
         hub.config.ping_interval(),
+        hub.metrics.clone(),
     ));
     tracing::debug!(session = id, %peer, "session started");
 
@@ -155,7 +179,8 @@ pub async fn run_session<K>(
         id,
         peer: peer.ip(),
         hub: &hub,
-        outbox: &outbox,
+        wire: &wire,
+        link: &link,
         room: None,
         limiter: RateLimiter::new(
             hub.config.rate_per_sec,
@@ -170,7 +195,7 @@ pub async fn run_session<K>(
     match start {
         Start::Plain => {}
         Start::UnknownPrepared => {
-            outbox.close(CloseReason::UnknownSession);
+            wire.close(CloseReason::UnknownSession);
         }
         Start::Prepared(p) => {
             _detach = Some(Detach(&hub.prepared, p.id));
@@ -189,13 +214,13 @@ pub async fn run_session<K>(
     }
     let reason = reader.read_loop(&mut stream).await;
     // First reason wins: a writer or room that closed first keeps its own.
-    outbox.close(reason);
-    let reason = outbox.close_reason().unwrap_or(reason);
+    wire.close(reason);
+    let reason = wire.close_reason().unwrap_or(reason);
     if let Some(room) = reader.room.take() {
         // If the queue is full the room's sweep still finds the closed outbox.
-        let _ = room.send(Command::Leave {
+        let _ = room.send(SessionCommand::Leave {
             session: id,
-            reason: LeaveReason::Closed(reason),
+            reason: reason.leave_reason(),
         });
     }
     if !matches!(reason, CloseReason::PeerGone) {
@@ -208,7 +233,9 @@ pub async fn run_session<K>(
     }
     token.cancel();
     let _ = writer.await;
-    crate::metrics::connection_closed(reason);
+    hub.metrics
+        .connection_closed(reason.as_str(), reason == CloseReason::SlowConsumer);
+    drop(link);
     drop(keep);
     tracing::debug!(session = id, reason = reason.as_str(), "session ended");
 }
@@ -217,7 +244,8 @@ struct Reader<'a> {
     id: SessionId,
     peer: std::net::IpAddr,
     hub: &'a SessionHub,
-    outbox: &'a Arc<Outbox>,
+    wire: &'a Arc<Wire>,
+    link: &'a Arc<Link>,
     room: Option<Arc<RoomHandle>>,
     limiter: RateLimiter,
     buf: BytesMut,
@@ -235,17 +263,17 @@ impl Reader<'_> {
         let idle = tokio::time::sleep(idle_timeout);
         // Built once and polled only while no message is waiting: the waiter stays
         // registered, where a fresh future per message would register it again each time.
-        let outbox = self.outbox;
-        let closed = outbox.closed();
-        tokio::pin!(idle, closed);
+        let wire = self.wire;
+        let ended = wire.ended();
+        tokio::pin!(idle, ended);
         loop {
             let msg = tokio::select! {
                 biased;
                 msg = stream.next() => msg,
-                // The room, the writer or the shutdown (the writer closes the outbox then)
-                // ended the session: slow consumer, kick, write error.
-                _ = &mut closed => {
-                    return outbox.close_reason().unwrap_or(CloseReason::PeerGone);
+                // The room, the writer or the shutdown (the writer closes the session then)
+                // ended it: slow consumer, kick, write error.
+                _ = &mut ended => {
+                    return wire.close_reason().unwrap_or(CloseReason::PeerGone);
                 }
                 _ = &mut idle => {
                     let deadline = last_frame + idle_timeout;
@@ -257,8 +285,8 @@ impl Reader<'_> {
                 }
             };
             // A client that never stops sending still sees its session end.
-            if outbox.is_closed() {
-                return outbox.close_reason().unwrap_or(CloseReason::PeerGone);
+            if wire.outbox().is_closed() {
+                return wire.close_reason().unwrap_or(CloseReason::PeerGone);
             }
             last_frame = Instant::now();
             match msg {
@@ -281,7 +309,7 @@ impl Reader<'_> {
         match self.limiter.check(now.into_std()) {
             Verdict::Allow => {}
             Verdict::Drop { notify } => {
-                crate::metrics::message_rejected(ErrorCode::RateLimited);
+                self.hub.metrics.message_rejected(ErrorCode::RateLimited);
                 if notify {
                     self.send_error(
                         ErrorCode::RateLimited,
@@ -350,12 +378,14 @@ impl Reader<'_> {
             }
         };
         let (reply, joined) = tokio::sync::oneshot::channel();
-        let cmd = Command::Join(JoinRequest {
+        let cmd = SessionCommand::Join(JoinRequest {
             session: self.id,
-            outbox: self.outbox.clone(),
+            outbox: self.wire.outbox().clone(),
             resume_token: join.resume_token,
             name: join.name,
-            reply: Some(reply),
+            reply: Some(Box::new(move |ok| {
+                let _ = reply.send(ok);
+            })),
         });
         if let Err(e) = room.send(cmd) {
             return self.send_error(send_error_code(e), &format!("join: {e}"));
@@ -370,7 +400,7 @@ impl Reader<'_> {
             Ok(Err(_)) => self.send_error(ErrorCode::Unavailable, "join: room stopped"),
             Err(_) => {
                 // The join may still be applied later; leave so nothing is left behind.
-                let _ = room.send(Command::Leave {
+                let _ = room.send(SessionCommand::Leave {
                     session: self.id,
                     reason: LeaveReason::Left,
                 });
@@ -385,7 +415,7 @@ impl Reader<'_> {
         let Some(room) = &self.room else {
             return Ok(());
         };
-        match room.send(Command::Leave {
+        match room.send(SessionCommand::Leave {
             session: self.id,
             reason: LeaveReason::Left,
         }) {
@@ -401,7 +431,7 @@ impl Reader<'_> {
         let Some(room) = &self.room else {
             return self.send_error(ErrorCode::NotInRoom, "join a room first");
         };
-        if let Err(e) = room.send(Command::Client {
+        if let Err(e) = room.send(SessionCommand::Client {
             session: self.id,
             body,
         }) {
@@ -415,7 +445,7 @@ impl Reader<'_> {
     fn send_error(&mut self, code: ErrorCode, message: &str) {
         // Rate-limit drops are counted where they happen, one per dropped message.
         if code != ErrorCode::RateLimited {
-            crate::metrics::message_rejected(code);
+            self.hub.metrics.message_rejected(code);
         }
         self.send(ServerBody::Error(ErrorMsg {
             code: code as i32,
@@ -435,8 +465,14 @@ impl Reader<'_> {
         };
         self.buf.reserve(msg.encoded_len());
         msg.encode(&mut self.buf).expect("reserved");
-        // On overflow the outbox closes itself as a slow consumer; the writer reports it.
-        let _ = self.outbox.push_reliable(self.buf.split().freeze());
+        match self.wire.outbox().push_reliable(self.buf.split().freeze()) {
+            Ok(true) => self.link.queue_now(),
+            Ok(false) => {}
+            // On overflow the outbox closed itself as a slow consumer; the writer says so.
+            Err(_) => {
+                self.link.queue_now();
+            }
+        }
     }
 }
 
@@ -460,39 +496,50 @@ fn read_error_reason(e: &tungstenite::Error) -> CloseReason {
     }
 }
 
-async fn write_loop(wire: Arc<Wire>, token: CancellationToken, ping_every: Duration) {
-    let outbox = wire.outbox().clone();
+async fn write_loop(
+    wire: Arc<Wire>,
+    token: CancellationToken,
+    ping_every: Duration,
+    metrics: Arc<Metrics>,
+) {
     let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The flusher writes a session's frames in steady state; this task wakes for pings, a
-    // full socket (it waits until it is writable and takes over) and the close.
-    let reason = loop {
+    // A flusher writes a session's frames in steady state; this task wakes for pings, a full
+    // socket (Blocked: it waits until writable and takes over) and the end (Closing).
+    loop {
         tokio::select! {
             biased;
             _ = token.cancelled() => {
-                outbox.close(CloseReason::ShuttingDown);
+                wire.close(CloseReason::ShuttingDown);
             }
-            _ = outbox.ready() => {}
+            _ = wire.writer_woken() => {}
             _ = ping.tick() => {
                 if wire.send_control(&PING_FRAME).is_err() {
-                    outbox.close(CloseReason::PeerGone);
+                    wire.close(CloseReason::PeerGone);
                 }
             }
         }
-        if let Some(reason) = outbox.close_reason() {
-            break reason;
+        match wire.state() {
+            WriteState::Closing | WriteState::Closed => break,
+            WriteState::Blocked => {
+                // A peer that stopped reading must not hold the writer past the session's end.
+                tokio::select! {
+                    biased;
+                    r = wire.catch_up(&metrics) => {
+                        if r.is_err() {
+                            wire.close(CloseReason::PeerGone);
+                        }
+                    }
+                    _ = token.cancelled() => {
+                        wire.close(CloseReason::ShuttingDown);
+                    }
+                    _ = wire.ended() => {}
+                }
+            }
+            WriteState::Idle | WriteState::Queued => {}
         }
-        // A peer that stopped reading must not hold the writer past the session's end.
-        let written = tokio::select! {
-            biased;
-            r = wire.drain() => r.is_ok(),
-            _ = token.cancelled() => true,
-            _ = outbox.closed() => true,
-        };
-        if !written {
-            outbox.close(CloseReason::PeerGone);
-        }
-    };
+    }
+    let reason = wire.close_reason().unwrap_or(CloseReason::PeerGone);
     if reason == CloseReason::PeerGone {
         wire.shut();
     } else {
@@ -500,7 +547,7 @@ async fn write_loop(wire: Arc<Wire>, token: CancellationToken, ping_every: Durat
         let (code, text) = reason.close_code();
         let frame = close_frame(code, text);
         if !matches!(
-            tokio::time::timeout(CLOSE_LINGER, wire.finish(Some(&frame))).await,
+            tokio::time::timeout(CLOSE_LINGER, wire.finish(Some(&frame), &metrics)).await,
             Ok(Ok(()))
         ) {
             wire.shut();

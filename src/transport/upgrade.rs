@@ -11,27 +11,9 @@ use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use super::listener::ConnGuard;
 use super::session::{SessionHub, Start, run_session};
-use crate::config::SessionConfig;
-
-/// Held by a connection for as long as it lives, upgraded or not (connection limit).
-#[derive(Debug, Clone)]
-pub struct ConnGuard(#[allow(dead_code)] pub Arc<tokio::sync::OwnedSemaphorePermit>);
-
-/// WebSocket limits for one session: small buffers, since an idle session should cost a
-/// few KB (client messages are small; the read buffer grows while a larger one arrives), and
-/// messages capped at the configured size (larger ones close with 1009).
-pub fn ws_config(cfg: &SessionConfig) -> WebSocketConfig {
-    let max = cfg.max_message_bytes;
-    WebSocketConfig::default()
-        .read_buffer_size(1024)
-        .write_buffer_size(64 * 1024)
-        .max_write_buffer_size(64 * 1024 * 1024)
-        .max_message_size(Some(max))
-        .max_frame_size(Some(max))
-}
 
 fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     headers

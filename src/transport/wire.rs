@@ -1,13 +1,35 @@
-//! A session's socket. Reading goes through tokio-tungstenite ([`WireIo`]); writing does not:
-//! a server's binary frame is a 2–10 byte header before the payload, so a tick's frames leave
-//! with one `writev` of headers and the rooms' shared `Bytes`, with no copy and no task of its
-//! own. Whoever writes (the flusher in steady state, the session's writer task for
-//! backpressure, pings and the close frame, tungstenite for its control replies) does so under
-//! one lock, so frames never interleave and leave in the order they were taken.
+//! A session's socket, and the one owner of its write side. Reading goes through
+//! tokio-tungstenite ([`WireIo`]); writing does not: a server's binary frame is a 2–10 byte
+//! header before the payload, so a tick's frames leave with one `writev` of headers and the
+//! rooms' shared `Bytes`, with no copy and no task of its own.
+//!
+//! Everything that writes goes through one state machine under one lock, so frames never
+//! interleave and leave in the order they were taken:
+//!
+//! ```text
+//!            room: frames (ready)            flusher: writev, all taken
+//!   Idle ───────────────────────▶ Queued ───────────────────────────────▶ Idle
+//!    ▲                              │ socket took part: rest pending
+//!    │ writer: pending and outbox   ▼
+//!    └─────── written ─────────── Blocked ◀── ping/pong that did not fit
+//!   any state ── close (reader, room, writer, shutdown) ──▶ Closing ──▶ Closed
+//!                                  writer: last frames, close frame   (nothing more)
+//! ```
+//!
+//! * **Idle**: nothing waits. A room's new frames queue the session on its flusher.
+//! * **Queued**: on a flusher's queue; more frames join the same write.
+//! * **Blocked**: the socket did not take everything; the rest is `pending`. The session's
+//!   writer task waits until the socket is writable, writes it, then takes the outbox itself
+//!   until nothing is left. New snapshots wait (and conflate) in the outbox meanwhile.
+//! * **Closing**: the end is decided; the writer task writes what is left and the close
+//!   frame, within a bounded time.
+//! * **Closed**: the close frame went out or the socket failed; writes are dropped.
+//!
+//! Pings (the writer's timer) and tungstenite's own pong and close replies are control
+//! frames: written at once when nothing is pending, else after what is.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 
@@ -16,40 +38,39 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use super::flusher::Shard;
-use crate::metrics::HOT;
-use crate::outbox::{Drain, Outbox};
+use super::close::CloseReason;
+use crate::engine::Outbox;
+use crate::metrics::{Metrics, WriteCounters};
 
 /// Frames per `writev`; a session's take is normally one to three.
 const FRAMES_PER_WRITE: usize = 32;
 
-/// Bytes of its own control replies (pongs) tungstenite may leave unsent before the peer
-/// counts as not reading: a client that pings without reading would otherwise grow them.
+/// Bytes of control frames (pongs) that may wait unsent before the peer counts as not
+/// reading: a client that pings without reading would otherwise grow them.
 const CONTROL_BACKLOG_CAP: usize = 64 * 1024;
 
 /// A server-to-client ping with no payload.
 pub const PING_FRAME: [u8; 2] = [0x89, 0x00];
 
-/// What a flush left behind.
+/// Where the write side is; see the module docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flushed {
-    /// Everything taken was written.
-    Done,
-    /// The socket took part of it; the rest waits in the session's pending bytes until the
-    /// writer task sees the socket writable again.
+pub enum WriteState {
+    Idle,
+    Queued,
     Blocked,
-    /// The close frame went out: nothing more is written.
+    Closing,
     Closed,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Out {
-    /// Bytes accepted but not yet taken by the socket. While non-empty the writer task owns
-    /// the socket: the flusher leaves the session alone, and newer snapshots wait (and
-    /// conflate) in the outbox instead of piling up here.
+    state: WriteState,
+    /// Bytes accepted but not yet taken by the socket (Blocked, Closing).
     pending: BytesMut,
-    /// The close frame is written (or the socket failed): later writes are dropped.
-    closed: bool,
+    /// Control frame bytes among `pending`, bounded by [`CONTROL_BACKLOG_CAP`].
+    control: usize,
+    /// The transport's reason, once the session's end is decided (first wins).
+    reason: Option<CloseReason>,
     batch: Vec<Bytes>,
 }
 
@@ -60,21 +81,27 @@ pub struct Wire {
     tcp: TcpStream,
     out: Mutex<Out>,
     outbox: Arc<Outbox>,
-    shard: Arc<Shard>,
+    /// Wakes the writer task: Blocked or Closing.
+    writer: Notify,
+    /// Wakes whoever waits for the end (the reader).
+    ended: Notify,
 }
 
 impl Wire {
-    /// Wraps the socket and makes the flusher of `shard` the one the outbox wakes.
-    pub fn new(tcp: TcpStream, outbox: Arc<Outbox>, shard: Arc<Shard>) -> Arc<Self> {
-        let wire = Arc::new(Self {
+    pub fn new(tcp: TcpStream, outbox: Arc<Outbox>) -> Arc<Self> {
+        Arc::new(Self {
             tcp,
-            out: Mutex::new(Out::default()),
+            out: Mutex::new(Out {
+                state: WriteState::Idle,
+                pending: BytesMut::new(),
+                control: 0,
+                reason: None,
+                batch: Vec::new(),
+            }),
             outbox,
-            shard,
-        });
-        let drain: Arc<dyn Drain> = wire.clone();
-        wire.outbox.attach(Arc::downgrade(&drain));
-        wire
+            writer: Notify::new(),
+            ended: Notify::new(),
+        })
     }
 
     pub fn outbox(&self) -> &Arc<Outbox> {
@@ -91,75 +118,201 @@ impl Wire {
         self.out.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Writes what the outbox holds, one `writev` for all of it. The flusher calls this with
-    /// `by_writer` false and leaves a session whose earlier bytes are still pending to its
-    /// writer task; the writer first pushes those out.
-    pub fn flush_outbox(&self, by_writer: bool) -> io::Result<Flushed> {
+    pub fn state(&self) -> WriteState {
+        self.lock().state
+    }
+
+    /// Moves to Closing (unless the end is already under way) and wakes the writer and the
+    /// reader.
+    fn to_closing(&self, out: &mut Out) {
+        if matches!(out.state, WriteState::Closing | WriteState::Closed) {
+            return;
+        }
+        out.state = WriteState::Closing;
+        if out.reason.is_none() {
+            out.reason = Some(
+                self.outbox
+                    .close_reason()
+                    .map_or(CloseReason::PeerGone, CloseReason::from_room),
+            );
+        }
+        self.writer.notify_one();
+        self.ended.notify_waiters();
+    }
+
+    /// The outbox has something new (frames after being empty, or its close): true when the
+    /// session must go on its flusher's queue (it was Idle and is now Queued).
+    pub fn ready(&self) -> bool {
         let mut out = self.lock();
-        if out.closed {
-            return Ok(Flushed::Closed);
+        if self.outbox.is_closed() {
+            self.to_closing(&mut out);
+            return false;
         }
-        if !out.pending.is_empty() {
-            if !by_writer {
-                return Ok(Flushed::Blocked);
+        if out.state == WriteState::Idle {
+            out.state = WriteState::Queued;
+            return true;
+        }
+        false
+    }
+
+    /// Ends the session with `reason` (first reason wins, the room's included). Returns
+    /// true for the call that decided it.
+    pub fn close(&self, reason: CloseReason) -> bool {
+        let mut out = self.lock();
+        let first = self.outbox.close(reason.leave_reason());
+        if first {
+            out.reason = Some(reason);
+        }
+        self.to_closing(&mut out);
+        first
+    }
+
+    /// Why the session ends, once decided.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        let out = self.lock();
+        out.reason
+            .or_else(|| self.outbox.close_reason().map(CloseReason::from_room))
+    }
+
+    /// Resolves once the session's end is decided (by anyone, for any reason).
+    pub async fn ended(&self) {
+        loop {
+            let notified = self.ended.notified();
+            tokio::pin!(notified);
+            // Register before checking, so an end between the check and the await is seen.
+            notified.as_mut().enable();
+            if matches!(self.state(), WriteState::Closing | WriteState::Closed)
+                || self.outbox.is_closed()
+            {
+                return;
             }
-            write_pending(&self.tcp, &mut out)?;
-            if !out.pending.is_empty() {
-                return Ok(Flushed::Blocked);
+            notified.await;
+        }
+    }
+
+    /// Resolves when the writer task has something to do (Blocked or Closing).
+    pub async fn writer_woken(&self) {
+        self.writer.notified().await
+    }
+
+    /// The flusher's turn: writes what the outbox holds with one `writev` if the session is
+    /// Queued. A write failure ends the session as `PeerGone`.
+    pub fn flush(&self, metrics: &Metrics) {
+        let mut out = self.lock();
+        if out.state != WriteState::Queued {
+            // Blocked, Closing or Closed: the writer task owns the socket.
+            return;
+        }
+        out.state = WriteState::Idle;
+        match self.take_and_write(&mut out, metrics) {
+            Ok(()) if !out.pending.is_empty() => {
+                if out.state == WriteState::Idle {
+                    out.state = WriteState::Blocked;
+                    self.writer.notify_one();
+                }
+            }
+            Ok(()) => {}
+            Err(_) => {
+                drop(out);
+                self.close(CloseReason::PeerGone);
             }
         }
+    }
+
+    /// Takes everything from the outbox and writes it; whatever the socket does not take
+    /// goes to `pending`. A closed outbox moves the session to Closing.
+    fn take_and_write(&self, out: &mut Out, metrics: &Metrics) -> io::Result<()> {
         let mut batch = std::mem::take(&mut out.batch);
-        self.outbox.take(&mut batch);
-        let written = write_frames(&self.tcp, &mut out, &batch);
+        let taken = self.outbox.take(&mut batch);
+        metrics.reliable_backlog(taken.reliable);
+        let written = write_frames(&self.tcp, out, &batch, metrics.writes());
         batch.clear();
         out.batch = batch;
-        written?;
-        if out.pending.is_empty() {
-            return Ok(Flushed::Done);
+        if taken.closed.is_some() {
+            self.to_closing(out);
         }
-        if !by_writer {
-            self.outbox.wake_writer();
-        }
-        Ok(Flushed::Blocked)
+        written
     }
 
-    /// Writes one control frame (a ping, tungstenite's pong) after whatever is pending.
-    pub fn send_control(&self, frame: &[u8]) -> io::Result<Flushed> {
+    /// Writes one control frame (a ping, tungstenite's pong) now if nothing is pending, else
+    /// after what is. Dropped once the session is ending. Fails when the peer has left more
+    /// than [`CONTROL_BACKLOG_CAP`] unread.
+    pub fn send_control(&self, frame: &[u8]) -> io::Result<()> {
         let mut out = self.lock();
-        if out.closed {
-            return Ok(Flushed::Closed);
-        }
-        if out.pending.is_empty() {
-            let n = try_write(&self.tcp, frame)?;
-            out.pending.extend_from_slice(&frame[n..]);
-        } else {
-            out.pending.extend_from_slice(frame);
-        }
-        if out.pending.is_empty() {
-            Ok(Flushed::Done)
-        } else {
-            Ok(Flushed::Blocked)
+        match out.state {
+            WriteState::Closing | WriteState::Closed => Ok(()),
+            WriteState::Blocked => {
+                if out.control + frame.len() > CONTROL_BACKLOG_CAP {
+                    return Err(io::Error::other("peer is not reading"));
+                }
+                out.control += frame.len();
+                out.pending.extend_from_slice(frame);
+                Ok(())
+            }
+            WriteState::Idle | WriteState::Queued => {
+                let n = try_write(&self.tcp, frame)?;
+                if n < frame.len() {
+                    out.pending.extend_from_slice(&frame[n..]);
+                    out.control += frame.len() - n;
+                    // A queued flusher finds it Blocked and leaves it to the writer.
+                    out.state = WriteState::Blocked;
+                    self.writer.notify_one();
+                }
+                Ok(())
+            }
         }
     }
 
-    /// Writes the last frames the outbox holds and then `close` (a close frame), waiting for
-    /// the socket as long as it takes: the caller bounds it. Nothing is written after it.
-    pub async fn finish(&self, close: Option<&[u8]>) -> io::Result<()> {
-        if self.drain().await? == Flushed::Closed {
-            return Ok(());
+    /// The writer task's turn while Blocked: writes what is pending, waiting until the socket
+    /// is writable, then takes the outbox itself until nothing is left, and goes Idle.
+    /// Returns at once in any other state.
+    pub async fn catch_up(&self, metrics: &Metrics) -> io::Result<()> {
+        loop {
+            {
+                let mut out = self.lock();
+                if out.state != WriteState::Blocked {
+                    return Ok(());
+                }
+                write_pending(&self.tcp, &mut out)?;
+                if out.pending.is_empty() {
+                    self.take_and_write(&mut out, metrics)?;
+                    if out.pending.is_empty() {
+                        if out.state == WriteState::Blocked {
+                            out.state = WriteState::Idle;
+                        }
+                        return Ok(());
+                    }
+                }
+            }
+            self.tcp.writable().await?;
         }
+    }
+
+    /// The writer task's turn while Closing: writes what is pending, the outbox's last
+    /// frames and then `close` (a close frame), waiting for the socket as long as it takes
+    /// (the caller bounds it). Nothing is written after it.
+    pub async fn finish(&self, close: Option<&[u8]>, metrics: &Metrics) -> io::Result<()> {
         {
             let mut out = self.lock();
+            if out.state == WriteState::Closed {
+                return Ok(());
+            }
+            out.state = WriteState::Closing;
+            let mut batch = std::mem::take(&mut out.batch);
+            self.outbox.take(&mut batch);
+            // Behind what is pending, if anything is, so it leaves in order.
+            write_frames(&self.tcp, &mut out, &batch, metrics.writes())?;
+            batch.clear();
             if let Some(frame) = close {
                 out.pending.extend_from_slice(frame);
             }
-            out.closed = true;
         }
         loop {
             {
                 let mut out = self.lock();
                 write_pending(&self.tcp, &mut out)?;
                 if out.pending.is_empty() {
+                    out.state = WriteState::Closed;
                     return Ok(());
                 }
             }
@@ -167,31 +320,13 @@ impl Wire {
         }
     }
 
-    /// Ends all writing (the peer is gone): pending bytes are dropped.
+    /// Ends all writing (the peer is gone, or the close could not be delivered): pending
+    /// bytes are dropped.
     pub fn shut(&self) {
         let mut out = self.lock();
-        out.closed = true;
+        out.state = WriteState::Closed;
         out.pending = BytesMut::new();
         out.batch = Vec::new();
-    }
-
-    /// Writes until everything the outbox holds is on the socket, waiting for it when full
-    /// (the writer task's side of [`flush_outbox`](Self::flush_outbox)). Returns `Done`, or
-    /// `Closed` if the close frame had already gone out.
-    pub async fn drain(&self) -> io::Result<Flushed> {
-        loop {
-            match self.flush_outbox(true)? {
-                Flushed::Blocked => self.tcp.writable().await?,
-                done_or_closed => return Ok(done_or_closed),
-            }
-        }
-    }
-}
-
-impl Drain for Wire {
-    fn queue(self: Arc<Self>) -> Option<Arc<Notify>> {
-        let shard = self.shard.clone();
-        shard.push(self)
     }
 }
 
@@ -243,6 +378,9 @@ fn write_pending(tcp: &TcpStream, out: &mut Out) -> io::Result<()> {
         }
         out.pending.advance(n);
     }
+    if out.pending.is_empty() {
+        out.control = 0;
+    }
     if out.pending.is_empty() && out.pending.capacity() > 0 {
         // Partial writes are rare; a session keeps no buffer between them (5,000 ticker
         // sessions holding a few KB each showed in RSS).
@@ -254,7 +392,12 @@ fn write_pending(tcp: &TcpStream, out: &mut Out) -> io::Result<()> {
 /// Writes `frames` as binary messages, each chunk with one `writev`; whatever the socket does
 /// not take goes to `out.pending`, so the caller's frames are always accepted whole and in
 /// order.
-fn write_frames(tcp: &TcpStream, out: &mut Out, frames: &[Bytes]) -> io::Result<()> {
+fn write_frames(
+    tcp: &TcpStream,
+    out: &mut Out,
+    frames: &[Bytes],
+    counters: &WriteCounters,
+) -> io::Result<()> {
     if frames.is_empty() {
         return Ok(());
     }
@@ -293,16 +436,17 @@ fn write_frames(tcp: &TcpStream, out: &mut Out, frames: &[Bytes]) -> io::Result<
             }
         }
     }
-    HOT.frames_written.fetch_add(frames.len() as u64, Relaxed);
-    HOT.bytes_written
-        .fetch_add(frames.iter().map(Bytes::len).sum::<usize>() as u64, Relaxed);
-    HOT.flushes.fetch_add(1, Relaxed);
+    counters.frames.increment(frames.len() as u64);
+    counters
+        .bytes
+        .increment(frames.iter().map(Bytes::len).sum::<usize>() as u64);
+    counters.flushes.increment(1);
     Ok(())
 }
 
 /// The socket as tokio-tungstenite sees it: reads are plain reads; writes (its pongs and
-/// close reply, always whole frames) join the session's ordered output and are accepted at
-/// once, since the writer task pushes out what the socket does not take.
+/// close reply, always whole frames) are control frames of the session's ordered output
+/// (see [`Wire::send_control`]) and are accepted at once.
 #[derive(Debug)]
 pub struct WireIo(Arc<Wire>);
 
@@ -335,13 +479,7 @@ impl AsyncWrite for WireIo {
         _cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let wire = &self.0;
-        if wire.send_control(buf)? == Flushed::Blocked {
-            if wire.lock().pending.len() > CONTROL_BACKLOG_CAP {
-                return Poll::Ready(Err(io::Error::other("peer is not reading")));
-            }
-            wire.outbox.wake_writer();
-        }
+        self.0.send_control(buf)?;
         Poll::Ready(Ok(buf.len()))
     }
 
@@ -399,18 +537,24 @@ mod tests {
         frames
     }
 
-    #[tokio::test]
-    async fn frames_the_socket_cannot_take_at_once_arrive_whole_and_in_order() {
+    async fn pair() -> (TcpStream, TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+        let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
+        (client, server)
+    }
+
+    #[tokio::test]
+    async fn frames_the_socket_cannot_take_at_once_arrive_whole_and_in_order() {
+        let (mut client, server) = pair().await;
         socket2::SockRef::from(&server)
             .set_send_buffer_size(4096)
             .unwrap();
+        let m = Metrics::new();
         let outbox = Arc::new(Outbox::new(1_000));
-        let wire = Wire::new(server, outbox.clone(), Arc::new(Shard::default()));
+        let wire = Wire::new(server, outbox.clone());
         // Sizes on both sides of the 126 and 65,536 length forms, ~2.5 MB in all: far more
         // than the socket buffers, so writes are partial and the rest waits as pending.
         let sizes = [1usize, 125, 126, 65_535, 65_536, 200_000];
@@ -423,21 +567,27 @@ mod tests {
         for frame in &sent[..30] {
             outbox.push_reliable(frame.clone()).unwrap();
         }
-        assert_eq!(wire.flush_outbox(true).unwrap(), Flushed::Blocked);
-        // The flusher leaves a blocked session to its writer and takes nothing more.
+        assert!(wire.ready(), "an idle session goes on its flusher's queue");
+        wire.flush(&m);
+        assert_eq!(wire.state(), WriteState::Blocked);
+        // Blocked: the writer task owns the socket; new frames wait in the outbox.
         for frame in &sent[30..] {
             outbox.push_reliable(frame.clone()).unwrap();
         }
-        assert_eq!(wire.flush_outbox(false).unwrap(), Flushed::Blocked);
+        assert!(!wire.ready());
+        wire.flush(&m);
         assert_eq!(outbox.len(), 30);
         // A ping while blocked queues behind what is pending.
-        assert_eq!(wire.send_control(&PING_FRAME).unwrap(), Flushed::Blocked);
+        wire.send_control(&PING_FRAME).unwrap();
         let writer = {
             let wire = wire.clone();
             tokio::spawn(async move {
-                assert_eq!(wire.drain().await.unwrap(), Flushed::Done);
+                let m = Metrics::new();
+                wire.catch_up(&m).await.unwrap();
+                assert_eq!(wire.state(), WriteState::Idle);
+                assert!(wire.close(CloseReason::ClientClosed));
                 let close = close_frame(1000, "bye");
-                wire.finish(Some(&close)).await.unwrap();
+                wire.finish(Some(&close), &m).await.unwrap();
             })
         };
         let got = read_frames(&mut client, sent.len() + 2).await;
@@ -454,7 +604,33 @@ mod tests {
             (0x88, [&1000u16.to_be_bytes()[..], b"bye"].concat())
         );
         // Nothing is written after the close frame.
-        outbox.push_reliable(sent[0].clone()).unwrap();
-        assert_eq!(wire.flush_outbox(true).unwrap(), Flushed::Closed);
+        assert_eq!(wire.state(), WriteState::Closed);
+        wire.send_control(&PING_FRAME).unwrap();
+        assert!(!wire.ready());
+    }
+
+    #[tokio::test]
+    async fn queued_once_until_flushed_and_a_close_by_the_room_ends_the_session() {
+        let (_client, server) = pair().await;
+        let m = Metrics::new();
+        let outbox = Arc::new(Outbox::new(8));
+        let wire = Wire::new(server, outbox.clone());
+        assert!(wire.ready());
+        assert!(!wire.ready(), "already queued");
+        outbox.push_reliable(Bytes::from_static(b"x")).unwrap();
+        wire.flush(&m);
+        assert_eq!(wire.state(), WriteState::Idle);
+        assert!(outbox.is_empty());
+        // The room kicks the session: its outbox closes and the driver says so.
+        outbox.close(crate::engine::LeaveReason::Replaced);
+        assert!(!wire.ready());
+        assert_eq!(wire.state(), WriteState::Closing);
+        tokio::time::timeout(std::time::Duration::from_secs(1), wire.ended())
+            .await
+            .expect("the end is seen");
+        assert_eq!(wire.close_reason(), Some(CloseReason::ResumedElsewhere));
+        // A later close by the transport does not change the reason.
+        assert!(!wire.close(CloseReason::PeerGone));
+        assert_eq!(wire.close_reason(), Some(CloseReason::ResumedElsewhere));
     }
 }

@@ -1,20 +1,21 @@
-//! The room registry: rooms started from config, game rooms created on first join, and the
-//! listing behind `GET /rooms`.
+//! The room registry: wires each room kind of the config to its simulation, feed and
+//! moderation, starts them, creates game rooms on first join, and lists them for
+//! `GET /rooms`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
-use tickroom_proto::v1::RoomKind;
 
-use super::thread::DriverConfig;
-use super::{RoomHandle, RoomStats, spawn_room};
+use super::{DriverConfig, Events, RoomHandle, RoomStats, spawn_room};
 use crate::config::{Config, EngineConfig, GameDefaults, RoomConfig};
-use crate::feed::FeedHandle;
+use crate::engine::{Simulation, kind_name};
+use crate::feed::{FeedHandle, Stopped};
+use crate::metrics::Metrics;
 use crate::moderation::BlockLists;
-use crate::sim::chat::{ChatConfig, ChatRoom};
+use crate::sim::chat::{ChatConfig, ChatCounters, ChatEvent, ChatRoom};
 use crate::sim::game::{GameConfig, GameRoom};
-use crate::sim::ticker::{SymbolTable, TickerConfig, TickerRoom};
+use crate::sim::ticker::{SymbolTable, TickerConfig, TickerEvent, TickerRoom};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {
@@ -34,12 +35,15 @@ pub enum RegistryError {
     NotTicker(String),
     #[error("no ticker room is configured")]
     NoTicker,
+    #[error("{0:?} is not a chat room")]
+    NotChat(String),
 }
 
 /// A ticker room as the HTTP API sees it: where to send queries and which symbols it has.
 #[derive(Debug, Clone)]
 pub struct Ticker {
     pub room: Arc<RoomHandle>,
+    pub events: Events<TickerEvent>,
     pub symbols: Arc<SymbolTable>,
     pub max_symbols_per_session: usize,
 }
@@ -51,8 +55,13 @@ pub struct Registry {
     game: GameDefaults,
     auto_created: std::sync::atomic::AtomicUsize,
     stopping: std::sync::atomic::AtomicBool,
+    /// Numbers the rooms, for their snapshot slots in outboxes.
+    next_uid: std::sync::atomic::AtomicU32,
+    metrics: Arc<Metrics>,
     /// Ticker rooms in config order; the first is the API's default.
     tickers: Vec<Ticker>,
+    /// Chat rooms' event channels (admin notices and gifts), by name.
+    chats: HashMap<Arc<str>, Events<ChatEvent>>,
     feeds: Vec<FeedHandle>,
     /// User and IP block lists shared by chat rooms, sessions and the admin API.
     blocks: Arc<BlockLists>,
@@ -83,15 +92,6 @@ pub struct TickSummary {
     pub max: u64,
 }
 
-pub fn kind_name(kind: RoomKind) -> &'static str {
-    match kind {
-        RoomKind::Game => "game",
-        RoomKind::Ticker => "ticker",
-        RoomKind::Chat => "chat",
-        RoomKind::Unspecified => "unspecified",
-    }
-}
-
 fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
@@ -100,15 +100,18 @@ fn valid_name(name: &str) -> bool {
 }
 
 impl Registry {
-    /// Starts every room of the config.
-    pub fn start(config: &Config) -> Result<Arc<Self>, RegistryError> {
+    /// Starts every room of the config; they record into `metrics`.
+    pub fn start(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<Self>, RegistryError> {
         let mut registry = Self {
             rooms: RwLock::new(HashMap::new()),
             engine: config.engine.clone(),
             game: config.game.clone(),
             auto_created: Default::default(),
             stopping: Default::default(),
+            next_uid: std::sync::atomic::AtomicU32::new(1),
+            metrics,
             tickers: Vec::new(),
+            chats: HashMap::new(),
             feeds: Vec::new(),
             blocks: Arc::new(BlockLists::default()),
         };
@@ -127,12 +130,23 @@ impl Registry {
         Ok(Arc::new(registry))
     }
 
-    fn driver(&self, tick_rate_hz: u32) -> DriverConfig {
-        DriverConfig {
+    /// Starts `sim` on its own thread with the engine settings of the config.
+    fn spawn<S: Simulation>(
+        &self,
+        name: &str,
+        sim: S,
+        tick_rate_hz: u32,
+    ) -> Result<(Arc<RoomHandle>, Events<S::Event>), RegistryError> {
+        let cfg = DriverConfig {
             tick_rate_hz,
             command_channel: self.engine.command_channel,
             max_catchup_ticks: self.engine.max_catchup_ticks,
-        }
+        };
+        let uid = self
+            .next_uid
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        spawn_room(uid, name, sim, cfg, &self.metrics)
+            .map_err(|e| RegistryError::Spawn(e.to_string()))
     }
 
     /// Builds the feed (a replay reads its file now), starts the room, then the feed thread.
@@ -144,15 +158,23 @@ impl Registry {
         let feed = config.feed.build().map_err(|e| feed_error(e.to_string()))?;
         let room = TickerRoom::new(config, feed.symbols());
         let symbols = room.symbol_table();
-        let handle = spawn_room(name, room, self.driver(config.tick_hz))
-            .map_err(|e| RegistryError::Spawn(e.to_string()))?;
+        let (handle, events) = self.spawn(name, room, config.tick_hz)?;
         self.write().insert(handle.name.clone(), handle.clone());
         let kind = feed.kind();
-        let feed = FeedHandle::spawn(feed, handle.clone())
+        let deliver = {
+            let events = events.clone();
+            Box::new(move |batch, stop: &std::sync::atomic::AtomicBool| {
+                events
+                    .send_blocking(TickerEvent::Quotes(batch), stop)
+                    .map_err(|_| Stopped)
+            })
+        };
+        let feed = FeedHandle::spawn(feed, name, deliver)
             .map_err(|e| RegistryError::Spawn(e.to_string()))?;
         self.feeds.push(feed);
         self.tickers.push(Ticker {
             room: handle,
+            events,
             symbols: symbols.clone(),
             max_symbols_per_session: config.max_symbols_per_session as usize,
         });
@@ -174,9 +196,19 @@ impl Registry {
             message: e.to_string(),
         })?;
         let words = filter.len();
-        let room = ChatRoom::new(config.clone(), filter, self.blocks.clone());
-        let handle = spawn_room(name, room, self.driver(config.tick_hz))
-            .map_err(|e| RegistryError::Spawn(e.to_string()))?;
+        let counter = |outcome: &str| {
+            self.metrics
+                .counter("tickroom_chat_messages_total", &[("outcome", outcome)])
+        };
+        let counters = ChatCounters {
+            broadcast: counter("broadcast"),
+            dropped_cap: counter("dropped_cap"),
+            blocked: counter("blocked"),
+        };
+        let room =
+            ChatRoom::new(config.clone(), filter, self.blocks.clone()).with_counters(counters);
+        let (handle, events) = self.spawn(name, room, config.tick_hz)?;
+        self.chats.insert(handle.name.clone(), events);
         self.write().insert(handle.name.clone(), handle);
         tracing::info!(
             room = name,
@@ -209,9 +241,21 @@ impl Registry {
         }
     }
 
+    /// The event channel of the chat room called `name`.
+    pub fn chat(&self, name: &str) -> Result<Events<ChatEvent>, RegistryError> {
+        self.chats
+            .get(name)
+            .cloned()
+            .ok_or_else(|| match self.get(name) {
+                Some(_) => RegistryError::NotChat(name.to_owned()),
+                None => RegistryError::NotFound(name.to_owned()),
+            })
+    }
+
     fn spawn_game(&self, name: &str, game: &GameConfig) -> Result<Arc<RoomHandle>, RegistryError> {
-        spawn_room(name, GameRoom::new(game.clone()), self.driver(game.tick_hz))
-            .map_err(|e| RegistryError::Spawn(e.to_string()))
+        // A game room takes no events: its event channel is not kept.
+        self.spawn(name, GameRoom::new(game.clone()), game.tick_hz)
+            .map(|(handle, _)| handle)
     }
 
     fn insert(&self, name: &str, game: &GameConfig) -> Result<Arc<RoomHandle>, RegistryError> {

@@ -1,4 +1,4 @@
-//! Figures a room thread publishes for the rest of the process (`/rooms`, readiness).
+//! Figures a room's driver publishes for the rest of the server (`/rooms`, readiness).
 //!
 //! The room thread is the only writer; readers see relaxed atomics, which is enough for
 //! monitoring. Tick durations are kept in a ring on the room thread and summarised about

@@ -1,4 +1,4 @@
-//! A session's outbox: the hand-off between a room thread and the session's writer task.
+//! A session's outbox: the hand-off between a room and whoever writes the session's socket.
 //!
 //! Two delivery paths share one ordered queue. Snapshots are latest-only: at most one pending
 //! snapshot per interest group, and a newer one replaces the older (conflation) and moves to
@@ -6,93 +6,41 @@
 //! welcome) are never dropped; past `reliable_cap` of them the outbox closes as a slow
 //! consumer, because dropping one would corrupt the client's view. Memory per outbox is thus
 //! bounded by `reliable_cap + groups` frames, however slow the client.
+//!
+//! The outbox never wakes anyone itself. A room reports which outboxes got something new
+//! ([`Output::ready`](super::Output)); its driver hands them to their [`Drain`] with
+//! [`wake_drains`], once per tick, so one policy decides when writers run.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::task::Waker;
 
 use bytes::Bytes;
-use tokio::sync::Notify;
 
-/// An interest group within a room: the unit a snapshot is encoded for (a whole game room,
-/// later a symbol).
+use super::LeaveReason;
+
+/// An interest group within a room: the unit a snapshot is encoded for (a view of a game
+/// room, a symbol, a chat room's viewers).
 pub type GroupId = u32;
 
 /// A snapshot slot in an outbox: the group qualified by its room, so a session that moves
 /// between rooms never has one room's snapshot replace another's.
 pub type SlotKey = u64;
 
-/// Why a session ends. The first reason given wins; later ones are ignored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The client left (close frame or end of stream).
-    ClientClosed,
-    /// The socket failed or the peer vanished.
-    PeerGone,
-    /// No frame from the peer within the idle timeout.
-    HeartbeatTimeout,
-    /// The reliable queue overflowed.
-    SlowConsumer,
-    /// The client kept exceeding the message rate limit.
-    RateAbuse,
-    /// A message larger than the configured maximum.
-    MessageTooBig,
-    /// A text frame, which this protocol does not use.
-    TextFrame,
-    /// A WebSocket protocol violation.
-    ProtocolError,
-    /// Another connection resumed this session's avatar.
-    ResumedElsewhere,
-    /// The server is shutting down.
-    ShuttingDown,
-    /// The room the session was in stopped.
-    RoomClosed,
-    /// `/ws?session=ID` named a prepared session that does not exist or expired.
-    UnknownSession,
-}
-
-impl CloseReason {
-    /// The WebSocket close code and reason text sent to the client (docs/protocol.md).
-    pub fn close_code(self) -> (u16, &'static str) {
-        match self {
-            CloseReason::ClientClosed => (1000, "bye"),
-            CloseReason::PeerGone => (1001, "connection lost"),
-            CloseReason::HeartbeatTimeout => (4001, "heartbeat timeout"),
-            CloseReason::SlowConsumer => (4000, "slow consumer: reliable queue overflow"),
-            CloseReason::RateAbuse => (1008, "message rate limit exceeded"),
-            CloseReason::MessageTooBig => (1009, "message too big"),
-            CloseReason::TextFrame => (1003, "text frames are not supported; send binary protobuf"),
-            CloseReason::ProtocolError => (1002, "websocket protocol error"),
-            CloseReason::ResumedElsewhere => (4002, "session resumed by another connection"),
-            CloseReason::ShuttingDown => (1001, "server shutting down"),
-            CloseReason::RoomClosed => (1001, "room closed"),
-            CloseReason::UnknownSession => (4003, "unknown or expired session id"),
-        }
-    }
-
-    /// A short stable name for logs and metrics labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CloseReason::ClientClosed => "client_closed",
-            CloseReason::PeerGone => "peer_gone",
-            CloseReason::HeartbeatTimeout => "timeout",
-            CloseReason::SlowConsumer => "slow_consumer",
-            CloseReason::RateAbuse => "rate_abuse",
-            CloseReason::MessageTooBig => "message_too_big",
-            CloseReason::TextFrame => "text_frame",
-            CloseReason::ProtocolError => "protocol_error",
-            CloseReason::ResumedElsewhere => "resumed_elsewhere",
-            CloseReason::ShuttingDown => "shutdown",
-            CloseReason::RoomClosed => "room_closed",
-            CloseReason::UnknownSession => "unknown_session",
-        }
-    }
-}
-
 /// The outbox refused a frame because it is closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("outbox closed: {0:?}")]
-pub struct Closed(pub CloseReason);
+pub struct Closed(pub LeaveReason);
+
+/// What [`Outbox::enqueue`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Enqueued {
+    /// The queue went from empty to non-empty: its drain must hear of it.
+    pub ready: bool,
+    /// A pending snapshot was replaced by the new one.
+    pub conflated: bool,
+}
 
 #[derive(Debug)]
 enum Entry {
@@ -104,7 +52,7 @@ enum Entry {
 struct State {
     queue: VecDeque<Entry>,
     reliable: usize,
-    closed: Option<CloseReason>,
+    closed: Option<LeaveReason>,
     conflated: u64,
 }
 
@@ -138,13 +86,34 @@ impl SnapshotRun {
     }
 }
 
-/// Who moves an outbox's frames to its socket when a room queued some: the transport
-/// attaches one so a tick's hand-out wakes a few flushers rather than a task per session.
+/// Whoever moves an outbox's frames to its socket (the transport attaches one per session).
+/// Called by a room's driver, never by the room, for an outbox that got frames after being
+/// empty or was closed.
 pub trait Drain: Send + Sync {
-    /// Queues the session for writing. Returns the flusher to wake when it was idle: the
-    /// caller wakes it once it has queued everything it has, so a room's hand-out does not
-    /// hand the core to the flusher after each session.
-    fn queue(self: Arc<Self>) -> Option<Arc<Notify>>;
+    /// Takes note that the outbox has something new. Returns a waker for the driver to call
+    /// once it has handed over everything of this tick (a flusher that was idle), so the
+    /// writers do not take the core from the driver after each session.
+    fn queue(self: Arc<Self>) -> Option<Waker>;
+}
+
+/// The driver's side of the wake policy: hands every outbox in `ready` to its drain, then
+/// wakes each waker the drains returned, once, after the last. `wakers` is scratch space
+/// kept for its allocation. Outboxes without a drain (tests that read them directly) are
+/// skipped.
+pub fn wake_drains(ready: &mut Vec<Arc<Outbox>>, wakers: &mut Vec<Waker>) {
+    for outbox in ready.drain(..) {
+        let Some(drain) = outbox.drain.get().and_then(Weak::upgrade) else {
+            continue;
+        };
+        if let Some(w) = drain.queue()
+            && !wakers.iter().any(|seen| seen.will_wake(&w))
+        {
+            wakers.push(w);
+        }
+    }
+    for w in wakers.drain(..) {
+        w.wake();
+    }
 }
 
 /// See the module docs.
@@ -153,8 +122,6 @@ pub struct Outbox {
     // Weak: the transport's drain owns the socket, which must close with the session even
     // while a room still holds the outbox (an avatar waiting to be resumed).
     drain: OnceLock<Weak<dyn Drain>>,
-    notify: Notify,
-    closed_notify: Notify,
     // Mirrors `state.closed.is_some()` so the room's sweep needs no lock.
     closed: AtomicBool,
     reliable_cap: usize,
@@ -174,8 +141,11 @@ impl std::fmt::Debug for Outbox {
 /// What `take` found besides frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Taken {
+    /// Entries taken (before neighbouring snapshots were joined).
     pub frames: usize,
-    pub closed: Option<CloseReason>,
+    /// Reliable frames among them: the backlog the writer found.
+    pub reliable: usize,
+    pub closed: Option<LeaveReason>,
 }
 
 impl Outbox {
@@ -183,8 +153,6 @@ impl Outbox {
         Self {
             state: Mutex::new(State::default()),
             drain: OnceLock::new(),
-            notify: Notify::new(),
-            closed_notify: Notify::new(),
             closed: AtomicBool::new(false),
             reliable_cap: reliable_cap.max(1),
         }
@@ -198,27 +166,14 @@ impl Outbox {
 
     /// Queues one tick's frames for this session under one lock: reliable frames in order,
     /// then the group's snapshot, which replaces any pending snapshot of the same group.
-    /// Wakes the writer only when the queue goes from empty to non-empty.
-    pub fn deliver(
-        &self,
-        reliable: &[Bytes],
-        snapshot: Option<(SlotKey, &Bytes)>,
-    ) -> Result<(), Closed> {
-        if self.enqueue(reliable, snapshot)? {
-            self.wake();
-        }
-        Ok(())
-    }
-
-    /// Like [`deliver`](Self::deliver), but leaves the wake-up to the caller: returns true
-    /// when the queue went from empty to non-empty and the writer must be woken with
-    /// [`wake`](Self::wake). A room queues all of a tick's frames first and wakes afterwards,
-    /// so a session in several groups gets them in one write instead of racing the hand-out.
+    /// Says whether the queue went from empty to non-empty (its drain must hear of it) and
+    /// whether a snapshot was conflated. Past `reliable_cap` reliable frames the outbox
+    /// closes as a slow consumer.
     pub fn enqueue(
         &self,
         reliable: &[Bytes],
         snapshot: Option<(SlotKey, &Bytes)>,
-    ) -> Result<bool, Closed> {
+    ) -> Result<Enqueued, Closed> {
         let mut st = self.lock();
         if let Some(reason) = st.closed {
             return Err(Closed(reason));
@@ -226,13 +181,14 @@ impl Outbox {
         let was_empty = st.queue.is_empty();
         if st.reliable + reliable.len() > self.reliable_cap {
             drop(st);
-            self.close(CloseReason::SlowConsumer);
-            return Err(Closed(CloseReason::SlowConsumer));
+            self.close(LeaveReason::SlowConsumer);
+            return Err(Closed(LeaveReason::SlowConsumer));
         }
         for frame in reliable {
             st.queue.push_back(Entry::Reliable(frame.clone()));
         }
         st.reliable += reliable.len();
+        let mut conflated = false;
         if let Some((group, frame)) = snapshot {
             // Newest pending first: a client that keeps up has at most one entry here.
             if let Some(pos) = st
@@ -242,75 +198,41 @@ impl Outbox {
             {
                 st.queue.remove(pos);
                 st.conflated += 1;
-                crate::metrics::HOT
-                    .snapshots_conflated
-                    .fetch_add(1, Ordering::Relaxed);
+                conflated = true;
             }
             st.queue.push_back(Entry::Snapshot(group, frame.clone()));
         }
-        Ok(was_empty && !st.queue.is_empty())
+        Ok(Enqueued {
+            ready: was_empty && !st.queue.is_empty(),
+            conflated,
+        })
     }
 
-    /// Sets who moves the frames out when there are some; without one (or once it is gone)
-    /// [`wake`](Self::wake) wakes the task waiting in [`ready`](Self::ready). First one wins.
+    /// Sets who moves the frames out ([`wake_drains`] hands it this outbox). First one wins.
     pub fn attach(&self, drain: Weak<dyn Drain>) {
         let _ = self.drain.set(drain);
     }
 
-    /// Hands the frames to the drain, or wakes the writer (after [`enqueue`](Self::enqueue)
-    /// said so).
-    pub fn wake(&self) {
-        if let Some(flusher) = self.hand_to_drain() {
-            flusher.notify_one();
-        }
-    }
-
-    /// Like [`wake`](Self::wake), but a flusher to wake is put on `flushers`, for the caller
-    /// to wake after the rest of its hand-out.
-    pub fn wake_later(&self, flushers: &mut Vec<Arc<Notify>>) {
-        flushers.extend(self.hand_to_drain());
-    }
-
-    /// Queues the frames on the drain and returns the flusher it says to wake; without a
-    /// drain, wakes the writer itself.
-    fn hand_to_drain(&self) -> Option<Arc<Notify>> {
-        match self.drain.get().and_then(Weak::upgrade) {
-            Some(drain) => drain.queue(),
-            None => {
-                self.notify.notify_one();
-                None
-            }
-        }
-    }
-
-    /// Wakes the task waiting in [`ready`](Self::ready) whatever the drain: its socket is
-    /// full, or it has control frames to write.
-    pub fn wake_writer(&self) {
-        self.notify.notify_one();
-    }
-
-    /// Queues one reliable frame.
-    pub fn push_reliable(&self, frame: Bytes) -> Result<(), Closed> {
-        self.deliver(std::slice::from_ref(&frame), None)
+    /// Queues one reliable frame; true when the queue went from empty to non-empty.
+    pub fn push_reliable(&self, frame: Bytes) -> Result<bool, Closed> {
+        self.enqueue(std::slice::from_ref(&frame), None)
+            .map(|e| e.ready)
     }
 
     /// Queues a snapshot for `group`, replacing a pending older one.
-    pub fn publish(&self, group: SlotKey, frame: &Bytes) -> Result<(), Closed> {
-        self.deliver(&[], Some((group, frame)))
+    pub fn publish(&self, group: SlotKey, frame: &Bytes) -> Result<Enqueued, Closed> {
+        self.enqueue(&[], Some((group, frame)))
     }
 
     /// Closes the outbox. Returns true for the call that closed it; later calls (any reason)
     /// change nothing, which makes teardown idempotent.
-    pub fn close(&self, reason: CloseReason) -> bool {
+    pub fn close(&self, reason: LeaveReason) -> bool {
         let mut st = self.lock();
         if st.closed.is_some() {
             return false;
         }
         st.closed = Some(reason);
         self.closed.store(true, Ordering::Release);
-        drop(st);
-        self.notify.notify_one();
-        self.closed_notify.notify_waiters();
         true
     }
 
@@ -318,7 +240,7 @@ impl Outbox {
         self.closed.load(Ordering::Acquire)
     }
 
-    pub fn close_reason(&self) -> Option<CloseReason> {
+    pub fn close_reason(&self) -> Option<LeaveReason> {
         self.lock().closed
     }
 
@@ -330,9 +252,7 @@ impl Outbox {
     pub fn take(&self, out: &mut Vec<Bytes>) -> Taken {
         let mut st = self.lock();
         let frames = st.queue.len();
-        crate::metrics::HOT
-            .reliable_backlog_max
-            .fetch_max(st.reliable as u64, Ordering::Relaxed);
+        let reliable = st.reliable;
         out.reserve(frames);
         let mut run = SnapshotRun::default();
         for entry in st.queue.drain(..) {
@@ -352,6 +272,7 @@ impl Outbox {
         }
         Taken {
             frames,
+            reliable,
             closed: st.closed,
         }
     }
@@ -387,25 +308,6 @@ impl Outbox {
     /// Snapshots replaced by a newer one before the writer took them.
     pub fn conflated(&self) -> u64 {
         self.lock().conflated
-    }
-
-    /// Resolves once the outbox is closed (by anyone, for any reason).
-    pub async fn closed(&self) {
-        loop {
-            let notified = self.closed_notify.notified();
-            tokio::pin!(notified);
-            // Register before checking, so a close between the check and the await is seen.
-            notified.as_mut().enable();
-            if self.is_closed() {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    /// Resolves once something was queued or the outbox closed since the last wake-up.
-    pub async fn ready(&self) {
-        self.notify.notified().await
     }
 }
 
@@ -495,15 +397,15 @@ mod tests {
         }
         assert_eq!(
             o.push_reliable(b("r")),
-            Err(Closed(CloseReason::SlowConsumer))
+            Err(Closed(LeaveReason::SlowConsumer))
         );
         assert!(o.is_closed());
-        assert_eq!(o.close_reason(), Some(CloseReason::SlowConsumer));
+        assert_eq!(o.close_reason(), Some(LeaveReason::SlowConsumer));
         // Everything queued before the overflow is still handed to the writer with the reason.
         let mut v = Vec::new();
         let t = o.take(&mut v);
         assert_eq!(t.frames, 3);
-        assert_eq!(t.closed, Some(CloseReason::SlowConsumer));
+        assert_eq!(t.closed, Some(LeaveReason::SlowConsumer));
     }
 
     #[test]
@@ -520,13 +422,10 @@ mod tests {
     #[test]
     fn close_is_idempotent_and_first_reason_wins() {
         let o = Outbox::new(2);
-        assert!(o.close(CloseReason::HeartbeatTimeout));
-        assert!(!o.close(CloseReason::ShuttingDown));
-        assert_eq!(o.close_reason(), Some(CloseReason::HeartbeatTimeout));
-        assert_eq!(
-            o.publish(1, &b("x")),
-            Err(Closed(CloseReason::HeartbeatTimeout))
-        );
+        assert!(o.close(LeaveReason::TimedOut));
+        assert!(!o.close(LeaveReason::Shutdown));
+        assert_eq!(o.close_reason(), Some(LeaveReason::TimedOut));
+        assert_eq!(o.publish(1, &b("x")), Err(Closed(LeaveReason::TimedOut)));
     }
 
     #[test]
@@ -542,38 +441,58 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn closed_resolves_for_waiters_and_after_the_fact() {
-        let o = std::sync::Arc::new(Outbox::new(4));
-        let waiter = tokio::spawn({
-            let o = o.clone();
-            async move { o.closed().await }
-        });
-        tokio::task::yield_now().await;
-        o.close(CloseReason::SlowConsumer);
-        tokio::time::timeout(std::time::Duration::from_secs(1), waiter)
-            .await
-            .expect("waiter woken")
-            .unwrap();
-        tokio::time::timeout(std::time::Duration::from_secs(1), o.closed())
-            .await
-            .expect("already closed resolves at once");
+    /// A drain that counts how often it was told and hands back one shared waker.
+    struct Counting {
+        queued: std::sync::atomic::AtomicUsize,
+        woken: Arc<std::sync::atomic::AtomicUsize>,
     }
 
-    #[tokio::test]
-    async fn wakes_the_writer_once_per_empty_to_nonempty_transition() {
-        let o = std::sync::Arc::new(Outbox::new(4));
-        o.publish(0, &b("a")).unwrap();
-        // A permit is stored even though nobody waited yet.
-        tokio::time::timeout(std::time::Duration::from_secs(1), o.ready())
-            .await
-            .expect("woken");
-        o.publish(0, &b("b")).unwrap(); // queue was not empty: no new permit
-        assert!(
-            tokio::time::timeout(std::time::Duration::from_millis(50), o.ready())
-                .await
-                .is_err()
-        );
+    struct CountWakes(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl std::task::Wake for CountWakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    impl Drain for Counting {
+        fn queue(self: Arc<Self>) -> Option<Waker> {
+            self.queued.fetch_add(1, Ordering::Relaxed);
+            Some(Waker::from(Arc::new(CountWakes(self.woken.clone()))))
+        }
+    }
+
+    #[test]
+    fn the_queue_is_ready_once_per_empty_to_nonempty_transition() {
+        let o = Outbox::new(4);
+        assert!(o.publish(0, &b("a")).unwrap().ready);
+        let again = o.publish(0, &b("b")).unwrap();
+        assert!(!again.ready, "the queue was not empty");
+        assert!(again.conflated);
         assert_eq!(taken(&o), vec![b("b")]);
+        assert!(o.push_reliable(b("c")).unwrap());
+    }
+
+    #[test]
+    fn wake_drains_tells_each_drain_and_wakes_once_per_waker_after_the_last() {
+        let woken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let drain = Arc::new(Counting {
+            queued: Default::default(),
+            woken: woken.clone(),
+        });
+        let outboxes: Vec<Arc<Outbox>> = (0..3).map(|_| Arc::new(Outbox::new(4))).collect();
+        let weak: Weak<dyn Drain> = Arc::downgrade(&(drain.clone() as Arc<dyn Drain>));
+        for o in &outboxes[..2] {
+            o.attach(weak.clone());
+        }
+        // The third has no drain: skipped.
+        let mut ready = outboxes.clone();
+        let mut wakers = Vec::new();
+        wake_drains(&mut ready, &mut wakers);
+        assert!(ready.is_empty() && wakers.is_empty());
+        assert_eq!(drain.queued.load(Ordering::Relaxed), 2);
+        // Two wakers of the same task (`will_wake` cannot tell them apart here: two Arcs),
+        // each woken once.
+        assert_eq!(woken.load(Ordering::Relaxed), 2);
     }
 }
