@@ -1,7 +1,7 @@
 //! The `tickroom` binary: flags, logging and signals around [`tickroom::Server`].
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -35,6 +35,11 @@ enum Cmd {
         /// Log filter, e.g. "info" or "tickroom=debug" (RUST_LOG overrides).
         #[arg(long, default_value = "info")]
         log: String,
+        /// Once both ports are bound, write their addresses here as JSON
+        /// (`{"public": "127.0.0.1:8080", "ops": "127.0.0.1:9090"}`): with port 0 in
+        /// --listen/--ops-listen, how a tool learns the ports the system picked.
+        #[arg(long)]
+        addr_file: Option<PathBuf>,
     },
     /// Print the embedded default config.
     PrintConfig,
@@ -52,6 +57,7 @@ fn main() -> anyhow::Result<()> {
             listen,
             ops_listen,
             log,
+            addr_file,
         } => {
             init_logging(&log);
             let mut cfg = match &config {
@@ -68,7 +74,7 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            runtime.block_on(serve(cfg))
+            runtime.block_on(serve(cfg, addr_file))
         }
     }
 }
@@ -79,7 +85,7 @@ fn init_logging(default: &str) {
     tracing_subscriber::fmt().with_env_filter(filter).init();
 }
 
-async fn serve(cfg: Config) -> anyhow::Result<()> {
+async fn serve(cfg: Config, addr_file: Option<PathBuf>) -> anyhow::Result<()> {
     let rooms: Vec<String> = cfg
         .rooms
         .iter()
@@ -99,6 +105,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let server = Server::bind(cfg).await?;
     let public = server.public_addr();
     let ops = server.ops_addr();
+    if let Some(path) = addr_file {
+        write_addr_file(&path, public, ops)
+            .with_context(|| format!("writing the address file {}", path.display()))?;
+    }
     tracing::info!("tickroom serving rooms: {}", rooms.join(", "));
     tracing::info!("connect: ws://{public}/ws  (protobuf ClientMessage frames; docs/protocol.md)");
     tracing::info!("rooms:   http://{public}/rooms");
@@ -118,6 +128,17 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     });
     server.run().await?;
     Ok(())
+}
+
+/// Writes the bound addresses to `path` atomically (a temporary file renamed over it), so a
+/// reader never sees half of it.
+fn write_addr_file(path: &Path, public: SocketAddr, ops: SocketAddr) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(
+        &tmp,
+        format!("{{\"public\": \"{public}\", \"ops\": \"{ops}\"}}\n"),
+    )?;
+    std::fs::rename(&tmp, path)
 }
 
 async fn wait_for_signal() {

@@ -192,7 +192,7 @@ impl Metrics {
     /// The handles a room's driver records through.
     pub fn room(&self, kind: RoomKind, room: &str) -> RoomMetrics {
         let kind = kind_name(kind);
-        RoomMetrics {
+        let m = RoomMetrics {
             tick: self.histogram("tickroom_tick_duration_seconds", &[("kind", kind)]),
             encode: self.histogram("tickroom_encode_duration_seconds", &[("kind", kind)]),
             handout: self.histogram("tickroom_handout_duration_seconds", &[("kind", kind)]),
@@ -213,7 +213,10 @@ impl Metrics {
             }),
             rejected: self.rejected.clone(),
             conflated: self.counter("tickroom_snapshots_conflated_total", &[]),
-        }
+        };
+        m.joins.increment(0);
+        m.active.increment(0.0);
+        m
     }
 
     /// Sets the figures read at scrape time (connections, tasks, the process), then renders

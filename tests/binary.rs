@@ -7,14 +7,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Kills the child if the test fails midway, so no server outlives it.
 struct Child(std::process::Child);
 
@@ -27,28 +19,38 @@ impl Drop for Child {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_the_demo_and_exits_on_sigterm_closing_sessions() {
-    let (port, ops_port) = (free_port(), free_port());
+    // Port 0: the binary binds what the system picks and writes it to the address file.
+    let dir = std::env::temp_dir().join(format!("tickroom-binary-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let addr_file = dir.join("addr.json");
+    let _ = std::fs::remove_file(&addr_file);
     let mut child = Child(
         Command::new(env!("CARGO_BIN_EXE_tickroom"))
             .args(["serve", "--log", "warn"])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--ops-listen", &format!("127.0.0.1:{ops_port}")])
+            .args(["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"])
+            .arg("--addr-file")
+            .arg(&addr_file)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("binary starts"),
     );
+    let mut written = None;
+    eventually("the address file is written", || {
+        written = std::fs::read_to_string(&addr_file).ok();
+        std::future::ready(written.is_some())
+    })
+    .await;
+    let addrs: serde_json::Value = serde_json::from_str(&written.unwrap()).unwrap();
+    let addr = |k: &str| -> std::net::SocketAddr { addrs[k].as_str().unwrap().parse().unwrap() };
     let server = TestServer {
-        addr: format!("127.0.0.1:{port}").parse().unwrap(),
-        ops: format!("127.0.0.1:{ops_port}").parse().unwrap(),
+        addr: addr("public"),
+        ops: addr("ops"),
         shutdown: Default::default(),
         task: tokio::spawn(async {}),
     };
-    eventually("binary is healthy", || async {
-        tokio::net::TcpStream::connect(server.ops).await.is_ok()
-            && http_get(server.ops, "/healthz").await.0 == 200
-    })
-    .await;
+    assert_ne!(server.addr.port(), 0);
+    assert_eq!(http_get(server.ops, "/healthz").await.0, 200);
 
     // The embedded config serves the 60 Hz arena with 100 bots, seen by area of interest:
     // our avatar and the bots near it, not the whole room.

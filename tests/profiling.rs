@@ -32,6 +32,18 @@ fn busy_config() -> tickroom::Config {
 
 const BUSY_BOTS: u32 = 5_000;
 
+/// Waits until the server says a CPU profile is being taken.
+async fn profile_running(server: &TestServer) {
+    eventually("a profile is running", || async {
+        http_get(server.ops, "/metrics")
+            .await
+            .1
+            .lines()
+            .any(|l| l == "tickroom_cpu_profile_running 1")
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flamegraph_shows_the_room_tick() {
     let _turn = SAMPLING.lock().await;
@@ -54,7 +66,7 @@ async fn flamegraph_shows_the_room_tick() {
         "not an SVG: {}",
         &body[..body.len().min(200)]
     );
-    // Thread names are the flamegraph's first frame; debug builds keep `run_tick` un-inlined.
+    // Thread names are the flamegraph's first frame; `run_tick` is never inlined.
     assert!(body.contains("room-busy"), "room thread missing");
     assert!(body.contains("run_tick"), "room tick missing");
     drop(clients);
@@ -86,9 +98,9 @@ async fn one_profile_at_a_time() {
     let server = start(test_config()).await;
     let ops = server.ops;
     let first = tokio::spawn(async move {
-        http_get_bytes(ops, "/debug/pprof/profile?seconds=2&frequency=99").await
+        http_get_bytes(ops, "/debug/pprof/profile?seconds=5&frequency=99").await
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    profile_running(&server).await;
 
     let (status, body) = http_get(ops, "/debug/pprof/flamegraph?seconds=1").await;
     assert_eq!(status, 409, "{body}");
@@ -111,7 +123,7 @@ async fn a_client_that_goes_away_frees_the_profiler() {
         .write_all(b"GET /debug/pprof/profile?seconds=60 HTTP/1.0\r\nHost: t\r\n\r\n")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    profile_running(&server).await;
     assert_eq!(
         http_get(server.ops, "/debug/pprof/profile?seconds=1")
             .await

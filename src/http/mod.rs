@@ -44,6 +44,10 @@ pub fn public_router(hub: Arc<SessionHub>) -> Router {
 }
 
 async fn metrics(State(hub): State<Arc<SessionHub>>) -> impl IntoResponse {
+    // The profiler is one per process (pprof-rs), so this says whether anyone's is running.
+    hub.metrics
+        .gauge("tickroom_cpu_profile_running", &[])
+        .set(f64::from(u8::from(pprof::running())));
     (
         [(
             axum::http::header::CONTENT_TYPE,

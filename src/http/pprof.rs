@@ -55,6 +55,11 @@ impl Drop for Busy {
     }
 }
 
+/// True while a CPU profile is being taken (exported as `tickroom_cpu_profile_running`).
+pub fn running() -> bool {
+    PROFILING.load(Ordering::Acquire)
+}
+
 /// Routes under `/debug/pprof/`.
 pub fn router() -> Router {
     Router::new()

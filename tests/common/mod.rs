@@ -348,6 +348,13 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// `GET /rooms` as JSON.
+pub async fn rooms_json(addr: SocketAddr) -> serde_json::Value {
+    let (status, body) = http_get(addr, "/rooms").await;
+    assert_eq!(status, 200);
+    serde_json::from_str(&body).unwrap()
+}
+
 /// Sessions in `room` as `/rooms` reports them.
 pub async fn room_sessions(server: &TestServer, room: &str) -> u64 {
     let (status, body) = http_get(server.addr, "/rooms").await;
@@ -360,6 +367,22 @@ pub async fn room_sessions(server: &TestServer, room: &str) -> u64 {
         .find(|r| r["name"] == room)
         .map(|r| r["sessions"].as_u64().unwrap())
         .unwrap_or_else(|| panic!("room {room} listed"))
+}
+
+/// Polls `f` until it returns `Some`, or `WAIT` passes; returns what it found.
+pub async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
 }
 
 /// Polls `f` until it returns true or `WAIT` passes.
