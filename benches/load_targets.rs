@@ -22,13 +22,9 @@
 //! The binaries must be built first, which `make bench-load` does: target/release/tickroom,
 //! target/release/client-sim and target/release/deps/write_probe-* (the newest).
 
-#[path = "support/host.rs"]
-mod host;
-
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs::{self, File};
-use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
@@ -36,6 +32,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use clap::{Parser, ValueEnum};
+use client_sim::toolkit::host;
+use client_sim::toolkit::http::Blocking;
+use client_sim::toolkit::prom::Metrics;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -338,7 +337,7 @@ fn newest_probe(deps: &Path) -> Result<PathBuf> {
 impl Bench {
     fn new(args: Args) -> Result<Bench> {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = host::usable_cores();
         let pin = if cores > CLIENT_CPU {
             ensure!(
                 Command::new("taskset")
@@ -495,7 +494,7 @@ impl Bench {
             .arg("--json")
             .arg(&json);
         let status = run_logged(cmd, &log, expected + RUN_SLACK);
-        let after = scrape_metrics(self.args.ops_port).unwrap_or_default();
+        let after = scrape_metrics(self.args.ops_port);
         // Stop the server whatever client-sim did, so the next run and the probe get core 0.
         let stopped = server.stop();
         let status = status?;
@@ -627,8 +626,8 @@ fn client_limit_notes(report: &Value) -> Vec<String> {
 struct Report {
     value: Value,
     path: PathBuf,
-    /// The server's metrics once client-sim had ended (series summed over their labels).
-    after: BTreeMap<String, f64>,
+    /// The server's metrics once client-sim had ended.
+    after: Option<Metrics>,
     notes: Vec<String>,
 }
 
@@ -973,7 +972,11 @@ impl Bench {
         // client-sim's settle poll watches connections and tasks, not sessions, which the
         // room drops a tick later; they are read from the scrape made once client-sim ended
         // (3 s after it saw the server settle).
-        run.set("sessions_after", report.after.get(SESSIONS_SERIES).copied());
+        let after = report.after.as_ref();
+        run.set(
+            "sessions_after",
+            after.and_then(|m| m.sum(SESSIONS_SERIES, &[])),
+        );
         rss_growth(&mut run);
         Ok(run)
     }
@@ -1820,7 +1823,7 @@ impl Bench {
             "machine": {
                 "cpu": host::cpu_model().unwrap_or_else(|| "unknown CPU".into()),
                 "cores": self.cores,
-                "memory_bytes": memory_bytes(),
+                "memory_bytes": host::memory_bytes(),
             },
             "command": command_line(),
             "runs": self.runs(),
@@ -1874,20 +1877,13 @@ fn command_line() -> String {
 }
 
 fn machine(cores: usize) -> String {
-    let memory = memory_bytes().map_or("? GiB".into(), |b| {
+    let memory = host::memory_bytes().map_or("? GiB".into(), |b| {
         format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64)
     });
     format!(
         "{}, {cores} cores, {memory} memory",
         host::cpu_model().unwrap_or_else(|| "unknown CPU".into())
     )
-}
-
-fn memory_bytes() -> Option<u64> {
-    let info = fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
 
 /// Now as `YYYY-MM-DD HH:MM UTC` (days to a civil date by H. Hinnant's algorithm).
@@ -1999,6 +1995,7 @@ impl Server {
     fn wait_ready(&mut self, ops_port: u16) -> Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
         let child = self.child.as_mut().context("server already stopped")?;
+        let http = Blocking::default();
         loop {
             if let Some(status) = child.try_wait()? {
                 bail!(
@@ -2007,7 +2004,8 @@ impl Server {
                     log_start(&self.log)
                 );
             }
-            if http_get(ops_port, "/readyz").is_some_and(|(status, _)| status == 200) {
+            let ready = http.get(&format!("http://127.0.0.1:{ops_port}/readyz"));
+            if ready.is_ok_and(|r| r.status == 200) {
                 return Ok(());
             }
             ensure!(
@@ -2094,42 +2092,14 @@ fn answering(port: u16) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok()
 }
 
-/// `GET path` on 127.0.0.1:`port`: the status code and the body, if it answers. HTTP/1.0, so
-/// that the body comes whole (no chunks) and ends with the connection.
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
-        .ok()?;
-    let mut response = String::new();
-    s.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_owned()))
-}
-
-/// The server's Prometheus series, each summed over its labels.
-fn scrape_metrics(port: u16) -> Option<BTreeMap<String, f64>> {
-    let (status, body) = http_get(port, "/metrics")?;
-    if status != 200 {
-        return None;
-    }
-    let mut series = BTreeMap::new();
-    for line in body.lines().filter(|l| !l.starts_with('#')) {
-        let name_end = line.find(['{', ' ']).unwrap_or(line.len());
-        let rest = &line[name_end..];
-        let rest = rest.rsplit_once('}').map_or(rest, |(_, after)| after);
-        let Some(value) = rest
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse::<f64>().ok())
-        else {
-            continue;
-        };
-        *series.entry(line[..name_end].to_owned()).or_insert(0.0) += value;
-    }
-    Some(series)
+/// The server's Prometheus metrics on 127.0.0.1:`port`, if it answers 200.
+fn scrape_metrics(port: u16) -> Option<Metrics> {
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let text = Blocking::default()
+        .get(&url)
+        .ok()
+        .filter(|r| r.status == 200)?;
+    Some(Metrics::parse(&text.text()))
 }
 
 // ---------------------------------------------------------------------------------------------

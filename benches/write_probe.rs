@@ -19,9 +19,6 @@
 //! target/release/deps/write_probe-* --connections 10000 --frame-bytes 100 --json probe.json
 //! ```
 
-#[path = "support/host.rs"]
-mod host;
-
 use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
@@ -30,6 +27,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use client_sim::toolkit::host;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 const WARM_UP: Duration = Duration::from_secs(1);
@@ -181,34 +179,6 @@ fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
     } else {
         Err(std::io::Error::last_os_error())
     }
-}
-
-/// Per-core (busy, steal) time from `/proc/stat`, in USER_HZ ticks. Busy is user + nice +
-/// system + irq + softirq of every task on the core; steal is time the hypervisor ran
-/// something else while the vCPU wanted to run.
-fn core_ticks() -> Vec<(u64, u64)> {
-    std::fs::read_to_string("/proc/stat")
-        .map(|s| {
-            s.lines()
-                .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
-                .map(|l| {
-                    let f: Vec<u64> = l
-                        .split_whitespace()
-                        .skip(1)
-                        .map(|v| v.parse().unwrap_or(0))
-                        .collect();
-                    let at = |i: usize| f.get(i).copied().unwrap_or(0);
-                    (at(0) + at(1) + at(2) + at(5) + at(6), at(7))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -503,7 +473,7 @@ struct Snapshot {
     reader_cpu_ns: u64,
     process_cpu_ns: u64,
     bytes_read: u64,
-    cores: Vec<(u64, u64)>,
+    cores: Vec<host::CoreTicks>,
 }
 
 struct Window {
@@ -536,7 +506,7 @@ fn writer_loop(
         reader_cpu_ns: cpu_ns(reader_clock),
         process_cpu_ns: cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID),
         bytes_read: bytes_read.load(Ordering::Relaxed),
-        cores: core_ticks(),
+        cores: host::core_ticks(),
     };
     let mut c = Counters::default();
     let start = Instant::now();
@@ -581,7 +551,7 @@ fn writer_loop(
                         process_cpu_ns: e.process_cpu_ns - b.process_cpu_ns,
                         bytes_read: e.bytes_read - b.bytes_read,
                         cores: (e.cores.iter().zip(&b.cores))
-                            .map(|(e, b)| (e.0 - b.0, e.1 - b.1))
+                            .map(|(e, b)| (e.busy - b.busy, e.steal - b.steal))
                             .collect(),
                     });
                 }
@@ -593,7 +563,7 @@ fn writer_loop(
 // ---------------------------------------------------------------------------------------------
 
 fn main() -> ExitCode {
-    let cores = cores();
+    let cores = host::usable_cores();
     let args = match parse_args(cores) {
         Ok(a) => a,
         Err(e) => {
@@ -748,8 +718,7 @@ fn run(args: &Args, cores: usize) -> std::io::Result<ExitCode> {
     } else {
         "thread"
     };
-    // SAFETY: plain sysconf query.
-    let hz = (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as f64;
+    let hz = host::ticks_per_second().max(1) as f64;
     let pct = |t: u64| t as f64 / hz / secs * 100.0;
     let busy_pct: Vec<f64> = w.cores.iter().map(|c| pct(c.0)).collect();
     let steal_pct: Vec<f64> = w.cores.iter().map(|c| pct(c.1)).collect();

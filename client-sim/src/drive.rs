@@ -11,13 +11,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use client_sim::toolkit::host::{self, CpuMeter};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::proc::{self, CpuMeter};
+use crate::limits::{self, NofileLimit};
 use crate::report::{self, ClientProcesses, Common};
 use crate::server_metrics::Timeline;
 use crate::server_stats::{self, RoomStats};
@@ -118,7 +119,7 @@ where
     let source_ips = args.target.source_ips(clients, &endpoints.ws)?;
     let metrics_target = endpoints.metrics.clone();
     let mut warnings = Vec::new();
-    let nofile = proc::nofile_limit();
+    let nofile = limits::nofile_limit();
     let per_process = role.clients_per_process(clients);
     if let Some(w) = nofile.and_then(|l| l.warning(per_process)) {
         if !role.is_worker() {
@@ -557,7 +558,7 @@ pub struct Observed {
     pub cpu_percent: Option<f64>,
     /// What the run sampled of the server (its metrics: not in a part of the mix).
     pub server: Sampler,
-    pub nofile: Option<proc::NofileLimit>,
+    pub nofile: Option<NofileLimit>,
     pub warnings: Vec<String>,
     pub processes: ClientProcesses,
 }
@@ -570,7 +571,7 @@ impl Observed {
             (Some(b), Some(e)) => Some(f(e).saturating_sub(f(b))),
             _ => None,
         };
-        let cores = proc::available_cores();
+        let cores = host::usable_cores();
         let saturated = self.cpu_percent.is_some_and(|p| p > 90.0 * cores as f64);
         let mut warnings = self.warnings;
         let mut limits = Vec::new();

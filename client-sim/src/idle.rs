@@ -8,7 +8,7 @@
 use anyhow::ensure;
 use serde::Serialize;
 
-use crate::proc::NofileLimit;
+use crate::limits::NofileLimit;
 use crate::report::{Common, Head, Table, Tail, bytes, round2};
 use crate::server_metrics::{Sample, ServerMetrics};
 use crate::swarm::{self, Client, Conn, Held, Holding, Scenario, SwarmArgs};

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use anyhow::ensure;
+use client_sim::toolkit::host::CpuMeter;
 use hdrhistogram::Histogram;
 use tokio::sync::watch;
 use tokio::task::{JoinError, JoinSet};
@@ -22,7 +23,7 @@ use tokio::time::Instant;
 pub use self::report::ChurnReport;
 use self::report::{ChurnConfig, Churned};
 use crate::drive::{self, ConnTally, Observed, Run, Sampler, Shown};
-use crate::proc::{self, CpuMeter};
+use crate::limits;
 use crate::report::{ClientProcesses, LatencySummary, latency_histogram};
 use crate::server_metrics::Timeline;
 use crate::settle::{self, POLL};
@@ -237,7 +238,7 @@ pub async fn run(args: ChurnArgs) -> anyhow::Result<ChurnReport> {
     // Sessions alive at once, about: each lives its stay plus its join and first snapshot.
     let concurrent = (args.rate * (stay.as_secs_f64() + 1.0)).ceil() as usize;
     let source_ips = args.target.source_ips(concurrent, &endpoints.ws)?;
-    let nofile = proc::nofile_limit();
+    let nofile = limits::nofile_limit();
     let mut warnings = Vec::new();
     if let Some(w) = nofile.and_then(|l| l.warning(concurrent)) {
         eprintln!("warning: {w}");

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail, ensure};
+use client_sim::toolkit::http;
 use futures_util::{SinkExt, StreamExt};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -28,7 +29,6 @@ use tokio_tungstenite::tungstenite::Message;
 pub use self::report::TickerReport;
 use self::report::{InitialValues, Quotes, Subscriptions, TickerConfig, Universe};
 use self::track::{FirstValues, Seen, SeqTrack};
-use crate::http;
 use crate::report::{LatencySummary, RateSummary, round2};
 use crate::swarm::{
     self, Client, Conn, JoinFail, LiveCount, Read, Run, Scenario, Shards, SwarmArgs, Ws,
@@ -205,11 +205,13 @@ async fn create_session(
     other_host: &mut Option<String>,
 ) -> Result<String, JoinFail> {
     let body = json!({ "symbols": symbols, "room": room });
-    let response = http::request(target, "POST", SESSIONS_PATH, Some(&body))
+    let response = target
+        .http()
+        .post_json(&target.http_url(SESSIONS_PATH), &body)
         .await
         .map_err(|e| JoinFail::Session(format!("{e:#}")))?;
-    let (url, other) =
-        session_url(target, response.status, &response.json).map_err(JoinFail::Session)?;
+    let json = response.json().unwrap_or(Value::Null);
+    let (url, other) = session_url(target, response.status, &json).map_err(JoinFail::Session)?;
     *other_host = other;
     Ok(url)
 }
@@ -428,7 +430,8 @@ fn on_snapshot(
 /// The room's symbols, from `GET /api/v1/quotes?room=ROOM`.
 async fn fetch_universe(target: &Target, room: &str) -> anyhow::Result<Vec<String>> {
     let path = format!("/api/v1/quotes?room={}", http::query_value(room));
-    parse_universe(&http::get_json(target, &path).await?).with_context(|| format!("GET {path}"))
+    let json = target.http().get_json(&target.http_url(&path)).await?;
+    parse_universe(&json).with_context(|| format!("GET {path}"))
 }
 
 fn parse_universe(json: &Value) -> anyhow::Result<Vec<String>> {
