@@ -16,6 +16,7 @@ mod server_stats;
 mod settle;
 mod spike;
 mod swarm;
+mod talk;
 mod target;
 #[cfg(test)]
 mod testing;

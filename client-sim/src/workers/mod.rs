@@ -368,13 +368,7 @@ impl Fleet {
     ) -> Gathered<O> {
         self.stdins.clear();
         let deadline = Instant::now() + GRACE + HAND_IN;
-        let mut gathered = Gathered {
-            outcomes: Vec::new(),
-            aborted: 0,
-            worker_cpu: Vec::new(),
-            interrupted: false,
-            warnings: Vec::new(),
-        };
+        let mut gathered = Gathered::new(Vec::new());
         for (index, child) in self.children.iter_mut().enumerate() {
             let exit = match tokio::time::timeout_at(deadline, child.wait()).await {
                 Ok(Ok(status)) => Some(status),
