@@ -19,9 +19,6 @@
 //! target/release/deps/write_probe-* --connections 10000 --frame-bytes 100 --json probe.json
 //! ```
 
-#[path = "support/host.rs"]
-mod host;
-
 use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
@@ -30,6 +27,8 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use clap::{CommandFactory, Parser};
+use client_sim::toolkit::host;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 const WARM_UP: Duration = Duration::from_secs(1);
@@ -38,85 +37,65 @@ const READ_BUF: usize = 64 * 1024;
 /// File descriptors beyond the 2×N sockets: stdio, the listener, epoll, cargo's, the JSON file.
 const FD_SLACK: u64 = 64;
 
-#[derive(Debug, Clone)]
+/// Raw loopback write(2) probe: one thread writes a frame to each of N loopback sockets in
+/// turn, another drains them.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "write_probe")]
 struct Args {
+    /// Loopback TCP connections.
+    #[arg(long, value_name = "N", default_value = "1000", value_parser = count)]
     connections: usize,
+    /// Bytes per write(2).
+    #[arg(long, value_name = "B", default_value = "1800", value_parser = count)]
     frame_bytes: usize,
+    /// Measured seconds after a 1 s warm-up (at most 60).
+    #[arg(long, value_name = "S", default_value_t = 5.0)]
     seconds: f64,
+    /// Pin the writer thread to core C [default: 0].
+    #[arg(long, value_name = "C", value_parser = count)]
     writer_cpu: Option<usize>,
+    /// Pin the reader thread to core C [default: 1; not pinned on a 1-core machine].
+    #[arg(long, value_name = "C", value_parser = count)]
     reader_cpu: Option<usize>,
-    json: Option<String>,
+    /// Pin neither thread.
+    #[arg(long, conflicts_with_all = ["writer_cpu", "reader_cpu"])]
+    no_pin: bool,
+    /// Spread connections over source addresses 127.0.0.1..127.0.0.K.
+    #[arg(long, value_name = "K", default_value = "1", value_parser = count)]
     source_ips: usize,
+    /// Drain from a forked child process instead of a thread, so that each process holds N
+    /// sockets, not 2×N (needed past RLIMIT_NOFILE / 2).
+    #[arg(long)]
     reader_process: bool,
+    /// Also write the result as a JSON object to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<String>,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
-const USAGE: &str = "write_probe: raw loopback write(2) probe
-
-usage: write_probe [--connections N] [--frame-bytes B] [--seconds S]
-                   [--writer-cpu C] [--reader-cpu C] [--no-pin] [--source-ips K]
-                   [--reader-process] [--json FILE]
-
-  --connections N   loopback TCP connections (default 1000)
-  --frame-bytes B   bytes per write(2) (default 1800)
-  --seconds S       measured seconds after a 1 s warm-up (default 5, at most 60)
-  --writer-cpu C    pin the writer thread to core C (default 0)
-  --reader-cpu C    pin the reader thread to core C (default 1; not pinned on a 1-core machine)
-  --no-pin          pin neither thread
-  --source-ips K    spread connections over source addresses 127.0.0.1..127.0.0.K (default 1)
-  --reader-process  drain from a forked child process instead of a thread, so that each
-                    process holds N sockets, not 2×N (needed past RLIMIT_NOFILE / 2)
-  --json FILE       also write the result as a JSON object to FILE
-
-Unknown flags (such as cargo's --bench) are ignored.";
-
-fn parse_args(cores: usize) -> Result<Args, String> {
-    let mut args = Args {
-        connections: 1000,
-        frame_bytes: 1800,
-        seconds: 5.0,
-        writer_cpu: Some(0),
-        reader_cpu: if cores > 1 { Some(1) } else { None },
-        json: None,
-        source_ips: 1,
-        reader_process: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        // Accept both `--flag value` and `--flag=value`.
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |name: &str| -> Result<String, String> {
-            inline
-                .clone()
-                .or_else(|| it.next())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match flag.as_str() {
-            "--connections" => args.connections = num(&flag, &value(&flag)?)?,
-            "--frame-bytes" => args.frame_bytes = num(&flag, &value(&flag)?)?,
-            "--seconds" => {
-                let v = value(&flag)?;
-                args.seconds = v
-                    .parse::<f64>()
-                    .map_err(|_| format!("--seconds: not a number: {v}"))?;
-            }
-            "--writer-cpu" => args.writer_cpu = Some(num(&flag, &value(&flag)?)?),
-            "--reader-cpu" => args.reader_cpu = Some(num(&flag, &value(&flag)?)?),
-            "--no-pin" => {
-                args.writer_cpu = None;
-                args.reader_cpu = None;
-            }
-            "--source-ips" => args.source_ips = num(&flag, &value(&flag)?)?,
-            "--json" => args.json = Some(value(&flag)?),
-            "--reader-process" => args.reader_process = true,
-            "-h" | "--help" => return Err(String::new()),
-            // cargo bench passes --bench; criterion-style filters and flags are not ours.
-            "--bench" => {}
-            other => eprintln!("write_probe: ignoring unknown argument {other:?}"),
+/// The command line, pins defaulted for `cores` cores and checked; exits with clap's usage
+/// error (status 2) when it is wrong.
+fn parse_args(cores: usize) -> Args {
+    let mut args = Args::parse();
+    if args.no_pin {
+        (args.writer_cpu, args.reader_cpu) = (None, None);
+    } else {
+        args.writer_cpu.get_or_insert(0);
+        if args.reader_cpu.is_none() && cores > 1 {
+            args.reader_cpu = Some(1);
         }
     }
+    if let Err(e) = check(&args, cores) {
+        Args::command()
+            .error(clap::error::ErrorKind::ValueValidation, e)
+            .exit();
+    }
+    args
+}
+
+fn check(args: &Args, cores: usize) -> Result<(), String> {
     if args.connections == 0 {
         return Err("--connections must be at least 1".into());
     }
@@ -145,13 +124,14 @@ fn parse_args(cores: usize) -> Result<Args, String> {
             ));
         }
     }
-    Ok(args)
+    Ok(())
 }
 
-fn num(flag: &str, v: &str) -> Result<usize, String> {
+/// A count, `_` allowed between digits (10_000).
+fn count(v: &str) -> Result<usize, String> {
     v.replace('_', "")
         .parse()
-        .map_err(|_| format!("{flag}: not a non-negative integer: {v}"))
+        .map_err(|_| format!("not a non-negative integer: {v}"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -181,34 +161,6 @@ fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
     } else {
         Err(std::io::Error::last_os_error())
     }
-}
-
-/// Per-core (busy, steal) time from `/proc/stat`, in USER_HZ ticks. Busy is user + nice +
-/// system + irq + softirq of every task on the core; steal is time the hypervisor ran
-/// something else while the vCPU wanted to run.
-fn core_ticks() -> Vec<(u64, u64)> {
-    std::fs::read_to_string("/proc/stat")
-        .map(|s| {
-            s.lines()
-                .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
-                .map(|l| {
-                    let f: Vec<u64> = l
-                        .split_whitespace()
-                        .skip(1)
-                        .map(|v| v.parse().unwrap_or(0))
-                        .collect();
-                    let at = |i: usize| f.get(i).copied().unwrap_or(0);
-                    (at(0) + at(1) + at(2) + at(5) + at(6), at(7))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -503,7 +455,7 @@ struct Snapshot {
     reader_cpu_ns: u64,
     process_cpu_ns: u64,
     bytes_read: u64,
-    cores: Vec<(u64, u64)>,
+    cores: Vec<host::CoreTicks>,
 }
 
 struct Window {
@@ -536,7 +488,7 @@ fn writer_loop(
         reader_cpu_ns: cpu_ns(reader_clock),
         process_cpu_ns: cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID),
         bytes_read: bytes_read.load(Ordering::Relaxed),
-        cores: core_ticks(),
+        cores: host::core_ticks(),
     };
     let mut c = Counters::default();
     let start = Instant::now();
@@ -581,7 +533,7 @@ fn writer_loop(
                         process_cpu_ns: e.process_cpu_ns - b.process_cpu_ns,
                         bytes_read: e.bytes_read - b.bytes_read,
                         cores: (e.cores.iter().zip(&b.cores))
-                            .map(|(e, b)| (e.0 - b.0, e.1 - b.1))
+                            .map(|(e, b)| (e.busy - b.busy, e.steal - b.steal))
                             .collect(),
                     });
                 }
@@ -593,18 +545,8 @@ fn writer_loop(
 // ---------------------------------------------------------------------------------------------
 
 fn main() -> ExitCode {
-    let cores = cores();
-    let args = match parse_args(cores) {
-        Ok(a) => a,
-        Err(e) => {
-            if e.is_empty() {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            eprintln!("write_probe: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let cores = host::usable_cores();
+    let args = parse_args(cores);
     match run(&args, cores) {
         Ok(code) => code,
         Err(e) => {
@@ -748,8 +690,7 @@ fn run(args: &Args, cores: usize) -> std::io::Result<ExitCode> {
     } else {
         "thread"
     };
-    // SAFETY: plain sysconf query.
-    let hz = (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as f64;
+    let hz = host::ticks_per_second().max(1) as f64;
     let pct = |t: u64| t as f64 / hz / secs * 100.0;
     let busy_pct: Vec<f64> = w.cores.iter().map(|c| pct(c.0)).collect();
     let steal_pct: Vec<f64> = w.cores.iter().map(|c| pct(c.1)).collect();

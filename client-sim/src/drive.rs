@@ -1,9 +1,12 @@
-//! A scenario's run from start to report: the timeline (ramp, hold, grace), the clients
-//! started over the ramp (as tasks of this process, or spread over worker processes, see
-//! [`crate::workers`]), the live progress line, the server samples (`GET /rooms` and
-//! `--metrics-url`) before the ramp and at the start and the end of the hold, and the parts of
-//! the report that do not depend on the scenario. A scenario hands [`drive`] its state (a
-//! [`Scenario`]: name, part of the progress line, latency histograms) and its per-client task.
+//! The one skeleton every scenario's run fills in: connect, ramp, hold, settle, report. It
+//! owns the timeline (ramp, hold, grace), the clients started over the ramp (as tasks of this
+//! process, or spread over worker processes, see [`crate::workers`]) or as a steady stream
+//! (churn), the live progress line, the server samples (`GET /rooms` and `--metrics-url`)
+//! before the ramp and at the start and the end of the hold, the wait for the server to
+//! settle after the clients left, and the parts of the report that do not depend on the
+//! scenario. A scenario hands [`drive`] its [`Plan`] and its state (a [`Scenario`]: name, one
+//! client's life, part of the progress line, latency histograms); each client's time on the
+//! socket is [`crate::talk`]'s loop.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -11,16 +14,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use client_sim::toolkit::host::{self, CpuMeter};
+use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-use crate::proc::{self, CpuMeter};
+use crate::limits::{self, NofileLimit};
 use crate::report::{self, ClientProcesses, Common};
 use crate::server_metrics::Timeline;
 use crate::server_stats::{self, RoomStats};
+use crate::settle::{self, Settle};
 use crate::swarm::{Conn, EPHEMERAL_PORTS, OPEN_FILES, Shards, Swarm, SwarmArgs, error_name};
 use crate::target::Target;
 use crate::workers::{self, Fleet, Role};
@@ -52,14 +58,21 @@ pub struct Joint {
     pub stop: watch::Receiver<bool>,
 }
 
-/// What [`drive`] needs to know of a scenario's shared state.
-pub trait Scenario: Send + Sync + 'static {
+/// A scenario as [`drive`] runs it: its shared state (this trait's `Self`), its clients, and
+/// what it shows and keeps.
+pub trait Scenario: Send + Sync + Sized + 'static {
     /// The scenario's name (progress lines).
     const NAME: &'static str;
     /// Also scrape the metrics this often during ramp and hold (for the peak RSS).
     const SAMPLE_EVERY: Option<Duration> = None;
     /// See [`Swarm::reset_on_drop`].
     const RESET_ON_DROP: bool = false;
+
+    /// What one client hands back when it ends (latencies go to shared [`Shards`]).
+    type Outcome: Serialize + DeserializeOwned + Send + 'static;
+
+    /// One client, from its connect to its leave.
+    fn client(client: Client<Self>) -> impl Future<Output = (Conn, Self::Outcome)> + Send;
 
     /// The scenario's part of the progress line, `secs` after the previous one.
     fn progress(&self, secs: f64) -> String;
@@ -71,16 +84,81 @@ pub trait Scenario: Send + Sync + 'static {
     }
 }
 
+/// What [`drive`] runs: how many clients, into which room, how they arrive, and whether the
+/// run waits for the server to settle once they left.
+pub struct Plan<'a> {
+    pub args: &'a SwarmArgs,
+    pub clients: usize,
+    pub room: &'a str,
+    pub arrivals: Arrivals,
+    pub settle: Option<Settling>,
+}
+
+impl<'a> Plan<'a> {
+    /// `clients` clients into `room` over the ramp, held, and stopped; no settle.
+    pub fn ramp(args: &'a SwarmArgs, clients: usize, room: &'a str) -> Self {
+        Plan {
+            args,
+            clients,
+            room,
+            arrivals: Arrivals::Ramp,
+            settle: None,
+        }
+    }
+}
+
+/// How a run's clients come and go.
+pub enum Arrivals {
+    /// Client i starts at i ÷ `--ramp` s; all stay until the end of the hold (`--duration`
+    /// after the ramp), when they are told to stop.
+    Ramp,
+    /// Clients keep starting, client i at i ÷ `--ramp` s, while that is within `--duration`
+    /// (which is the hold: there is no ramp), and each leaves on its own.
+    Stream(Stream),
+}
+
+/// A stream of clients (see [`Arrivals::Stream`]). Only the clients alive at the moment are
+/// held: each is started when due and reaped when it ends.
+pub struct Stream {
+    /// Clients alive at once, about: what the open-file limit and the source addresses must
+    /// hold.
+    pub concurrent: usize,
+    /// After the last start, the clients still running get this long to end; the rest are
+    /// aborted.
+    pub drain: Duration,
+    /// The run's banner: what starts (`N sessions at R/s for D s`), and what follows the room.
+    pub what: String,
+    pub details: String,
+}
+
+/// After the clients left, wait up to `timeout` for the server to be back to its baseline;
+/// `after` says what happened to them (for the line that says the run waits).
+pub struct Settling {
+    pub timeout: Duration,
+    pub after: &'static str,
+}
+
 /// What a finished run hands back to its scenario: each client's connection and own
 /// results.
-pub struct Finished<S, O> {
+pub struct Finished<S: Scenario> {
     pub run: Arc<Run<S>>,
-    pub outcomes: Vec<(Conn, O)>,
+    pub outcomes: Vec<(Conn, S::Outcome)>,
     pub common: Common,
-    /// When the clients were told to stop (the spike scenario's sockets dropped then).
-    pub stopped_at: Instant,
-    /// `--metrics-url`, resolved.
-    pub metrics_target: Target,
+    /// How a stream's clients arrived; `None` for a ramp.
+    pub arrived: Option<Arrived>,
+    /// The server after the clients left, when the plan asked.
+    pub settle: Option<Settle>,
+}
+
+/// How a stream's clients arrived.
+pub struct Arrived {
+    pub started: u64,
+    /// Schedule → start of each client, µs.
+    pub lag: Histogram<u64>,
+    /// From the first start to the last.
+    pub window: Duration,
+    /// Most clients connected at once (seen at each start).
+    pub peak_connected: u64,
 }
 
 /// The clients' outcomes as they came back, and what else came with them.
@@ -94,32 +172,54 @@ pub struct Gathered<O> {
     pub warnings: Vec<String>,
 }
 
-/// Runs a scenario to completion (ramp, hold, shutdown): samples the room and the server's
-/// metrics before, starts `client` for each of `clients` clients (ids `0..clients`) over the
-/// ramp, prints progress, samples the metrics at the start of the hold and both at its end,
-/// stops the clients and collects their outcomes. With worker processes the parent samples
-/// the server and merges what the workers' clients measured; a worker ends with
-/// [`workers::WorkerDone`] once its share is written.
-pub async fn drive<S, O, F>(
-    args: &SwarmArgs,
-    clients: usize,
-    room: &str,
-    scenario: S,
-    client: fn(Client<S>) -> F,
-) -> anyhow::Result<Finished<S, O>>
-where
-    S: Scenario,
-    O: Serialize + DeserializeOwned + Send + 'static,
-    F: Future<Output = (Conn, O)> + Send + 'static,
-{
+impl<O> Gathered<O> {
+    pub fn new(outcomes: Vec<(Conn, O)>) -> Self {
+        Gathered {
+            outcomes,
+            aborted: 0,
+            worker_cpu: Vec::new(),
+            interrupted: false,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// Takes a stream's client that ended.
+fn reap<O>(gathered: &mut Gathered<O>, ended: Result<(Conn, O), tokio::task::JoinError>) {
+    match ended {
+        Ok(outcome) => gathered.outcomes.push(outcome),
+        Err(_) => gathered.aborted += 1,
+    }
+}
+
+/// Runs a scenario from connect to report: samples the room and the server's metrics before,
+/// starts [`Scenario::client`] for each client (ids `0..clients`) as the plan's arrivals say,
+/// prints progress, samples the metrics at the start of the hold and both at its end, stops
+/// the clients (a stream's end on their own), collects their outcomes, sums up what every
+/// scenario reports, and waits for the server to settle when the plan asks. With worker
+/// processes the parent samples the server and merges what the workers' clients measured; a
+/// worker ends with [`workers::WorkerDone`] once its share is written.
+pub async fn drive<S: Scenario>(plan: Plan<'_>, scenario: S) -> anyhow::Result<Finished<S>> {
+    let Plan {
+        args,
+        clients,
+        room,
+        arrivals,
+        settle,
+    } = plan;
     let name = S::NAME;
     let role = Role::of(args, clients)?;
     let endpoints = args.endpoints().await?;
-    let source_ips = args.target.source_ips(clients, &endpoints.ws)?;
+    let stream = match &arrivals {
+        Arrivals::Stream(s) => Some(s),
+        Arrivals::Ramp => None,
+    };
+    let per_process = stream.map_or_else(|| role.clients_per_process(clients), |s| s.concurrent);
+    let concurrent = stream.map_or(clients, |s| s.concurrent);
+    let source_ips = args.target.source_ips(concurrent, &endpoints.ws)?;
     let metrics_target = endpoints.metrics.clone();
     let mut warnings = Vec::new();
-    let nofile = proc::nofile_limit();
-    let per_process = role.clients_per_process(clients);
+    let nofile = limits::nofile_limit();
     if let Some(w) = nofile.and_then(|l| l.warning(per_process)) {
         if !role.is_worker() {
             eprintln!("warning: {w}");
@@ -140,7 +240,10 @@ where
         Role::Worker(w) => Some(w.joint()),
         _ => args.joint.clone(),
     };
-    let ramp = args.ramp_time(clients);
+    let ramp = match stream {
+        Some(_) => Duration::ZERO,
+        None => args.ramp_time(clients),
+    };
     let started = match (&joint, &role) {
         (Some(joint), _) => joint.start,
         (None, Role::Parent(_)) => Instant::now() + workers::LEAD,
@@ -149,14 +252,21 @@ where
     let hold_start = started + ramp;
     let hold_end = hold_start + Duration::from_secs_f64(args.duration);
     if !role.is_worker() {
-        eprintln!(
-            "client-sim {name}: {clients} clients -> {} ({}), room {room:?}, ramp {:.1} s, hold {:.1} s{}",
-            endpoints.ws.url,
-            endpoints.ws.addr,
-            ramp.as_secs_f64(),
-            args.duration,
-            role.describe(source_ips),
-        );
+        let ws = &endpoints.ws;
+        match stream {
+            Some(s) => eprintln!(
+                "client-sim {name}: {} -> {} ({}), room {room:?}{}",
+                s.what, ws.url, ws.addr, s.details
+            ),
+            None => eprintln!(
+                "client-sim {name}: {clients} clients -> {} ({}), room {room:?}, ramp {:.1} s, hold {:.1} s{}",
+                ws.url,
+                ws.addr,
+                ramp.as_secs_f64(),
+                args.duration,
+                role.describe(source_ips),
+            ),
+        }
     }
     let run = Arc::new(Run {
         swarm: Swarm {
@@ -173,8 +283,12 @@ where
     });
     let cpu = Arc::new(CpuMeter::start());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut crowd = match &role {
-        Role::Parent(count) => Crowd::Processes(Fleet::spawn(args, *count, clients, started)?),
+    let mut crowd = match (&role, &arrivals) {
+        (Role::Parent(count), _) => Crowd::Processes(Fleet::spawn(args, *count, clients, started)?),
+        (_, Arrivals::Stream(s)) => {
+            let streaming = stream_clients(run.clone(), args.ramp, s.drain, stop_rx.clone());
+            Crowd::Stream(tokio::spawn(streaming))
+        }
         _ => {
             if let Some(late) = Instant::now().checked_duration_since(started)
                 && late > Duration::from_millis(100)
@@ -195,7 +309,7 @@ where
                     };
                     tokio::spawn(async move {
                         tokio::time::sleep_until(start_at).await;
-                        client(task).await
+                        S::client(task).await
                     })
                 })
                 .collect();
@@ -216,17 +330,41 @@ where
     let cpu_percent = cpu.percent_of_one_core();
     // Sampled while every client is still connected, so sessions and tick cost show the load.
     sampler.end_of_hold().await;
-    if let Some(mut joint) = joint {
-        let word = joint.stop.wait_for(|&stop| stop);
-        let _ = tokio::time::timeout(STOP_WAIT, word).await;
-    }
-    let stopped_at = Instant::now();
-    let _ = stop_tx.send(true);
-    progress.abort();
-
-    let mut gathered = match &mut crowd {
-        Crowd::Tasks(tasks) => collect(tasks).await,
-        Crowd::Processes(fleet) => fleet.finish(&run.scenario, &run.swarm).await,
+    let mut arrived = None;
+    let (mut gathered, stopped_at) = match &mut crowd {
+        Crowd::Stream(streaming) => {
+            // A stream's clients leave on their own; the run stops them only when
+            // interrupted.
+            if interrupted {
+                let _ = stop_tx.send(true);
+            }
+            let streamed = tokio::select! {
+                done = &mut *streaming => done,
+                _ = tokio::signal::ctrl_c() => {
+                    let _ = stop_tx.send(true);
+                    streaming.await
+                }
+            };
+            progress.abort();
+            let (gathered, a) = streamed?;
+            arrived = Some(a);
+            (gathered, Instant::now())
+        }
+        crowd => {
+            if let Some(mut joint) = joint {
+                let word = joint.stop.wait_for(|&stop| stop);
+                let _ = tokio::time::timeout(STOP_WAIT, word).await;
+            }
+            let stopped_at = Instant::now();
+            let _ = stop_tx.send(true);
+            progress.abort();
+            let gathered = match crowd {
+                Crowd::Processes(fleet) => fleet.finish(&run.scenario, &run.swarm).await,
+                Crowd::Tasks(tasks) => collect(tasks).await,
+                Crowd::Stream(_) => unreachable!("handled above"),
+            };
+            (gathered, stopped_at)
+        }
     };
     gathered.interrupted |= interrupted;
     if let Role::Worker(w) = &role {
@@ -237,18 +375,22 @@ where
 
     let workers = gathered.worker_cpu.len().max(1) as u32;
     let cpu_percent = match &crowd {
-        Crowd::Tasks(_) => cpu_percent,
         // The parent's own share, and every worker's.
         Crowd::Processes(_) => gathered
             .worker_cpu
             .iter()
             .try_fold(cpu_percent.unwrap_or(0.0), |sum, w| w.map(|w| sum + w)),
+        _ => cpu_percent,
+    };
+    let (requested, hold) = match &arrived {
+        Some(a) => (a.started as usize, a.window),
+        None => (clients, hold_ended.saturating_duration_since(hold_start)),
     };
     let observed = Observed {
-        requested: clients,
+        requested,
         per_process,
         ramp,
-        hold: hold_ended.saturating_duration_since(hold_start),
+        hold,
         wall: started.elapsed(),
         interrupted: gathered.interrupted,
         aborted: gathered.aborted,
@@ -271,46 +413,120 @@ where
         ConnTally::of(gathered.outcomes.iter().map(|(conn, _)| conn)),
         (tick_rate_hz > 0).then_some(tick_rate_hz),
     );
+    let settle = match settle {
+        Some(settling) => {
+            eprintln!(
+                "client-sim {name}: {}; waiting for the server to settle",
+                settling.after
+            );
+            let server = common.tail.server.metrics.clone().unwrap_or_default();
+            let timeout = settling.timeout;
+            Some(settle::wait(&server, &metrics_target, stopped_at, timeout).await)
+        }
+        None => None,
+    };
     Ok(Finished {
         run,
         outcomes: gathered.outcomes,
         common,
-        stopped_at,
-        metrics_target,
+        arrived,
+        settle,
     })
 }
 
-/// Where the clients run: tasks of this process, or worker processes.
+/// Where the clients run: tasks of this process, worker processes, or a stream of tasks.
 enum Crowd<O> {
     Tasks(Vec<JoinHandle<(Conn, O)>>),
     Processes(Fleet),
+    Stream(JoinHandle<(Gathered<O>, Arrived)>),
 }
 
 /// Waits for the client tasks, for at most [`GRACE`]; the ones still running are aborted.
 async fn collect<O>(tasks: &mut [JoinHandle<(Conn, O)>]) -> Gathered<O> {
     let deadline = Instant::now() + GRACE;
-    let mut outcomes = Vec::with_capacity(tasks.len());
-    let mut aborted = 0u64;
+    let mut gathered = Gathered::new(Vec::with_capacity(tasks.len()));
     for task in tasks {
         match tokio::time::timeout_at(deadline, &mut *task).await {
-            Ok(Ok(outcome)) => outcomes.push(outcome),
+            Ok(Ok(outcome)) => gathered.outcomes.push(outcome),
             Ok(Err(e)) => {
                 tracing::warn!("client task failed: {e}");
-                aborted += 1;
+                gathered.aborted += 1;
             }
             Err(_) => {
                 task.abort();
-                aborted += 1;
+                gathered.aborted += 1;
             }
         }
     }
-    Gathered {
-        outcomes,
-        aborted,
-        worker_cpu: Vec::new(),
-        interrupted: false,
-        warnings: Vec::new(),
+    gathered
+}
+
+/// A stream's clients: client i is started at `hold_start + i / rate` while that is before
+/// the end of the hold, and the ended ones are reaped as it goes; then the last ones get
+/// `drain` to end (the rest are aborted). A stop (Ctrl-C) ends the starts early.
+async fn stream_clients<S: Scenario>(
+    run: Arc<Run<S>>,
+    rate: f64,
+    drain: Duration,
+    stop: watch::Receiver<bool>,
+) -> (Gathered<S::Outcome>, Arrived) {
+    let (started, end) = (run.swarm.hold_start, run.swarm.hold_end);
+    let mut clients = JoinSet::new();
+    let mut gathered = Gathered::new(Vec::new());
+    let mut lag = report::latency_histogram();
+    let (mut first_start, mut last_start) = (None, None);
+    let (mut starts, mut peak_connected) = (0, 0);
+    let mut halt = stop.clone();
+    for id in 0.. {
+        let at = started + Duration::from_secs_f64(id as f64 / rate);
+        if at >= end {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(at) => {}
+            _ = halt.changed() => {
+                gathered.interrupted = true;
+                break;
+            }
+        }
+        let now = Instant::now();
+        lag.saturating_record((now - at).as_micros() as u64);
+        first_start.get_or_insert(now);
+        last_start = Some(now);
+        starts += 1;
+        let client = Client {
+            id,
+            run: run.clone(),
+            stop: stop.clone(),
+        };
+        clients.spawn(S::client(client));
+        peak_connected = peak_connected.max(run.swarm.live.load(Relaxed));
+        while let Some(ended) = clients.try_join_next() {
+            reap(&mut gathered, ended);
+        }
     }
+    let deadline = Instant::now() + drain;
+    loop {
+        match tokio::time::timeout_at(deadline, clients.join_next()).await {
+            Ok(Some(ended)) => reap(&mut gathered, ended),
+            Ok(None) => break,
+            Err(_) => {
+                gathered.aborted += clients.len() as u64;
+                clients.abort_all();
+                break;
+            }
+        }
+    }
+    let arrived = Arrived {
+        started: starts,
+        lag,
+        window: match (first_start, last_start) {
+            (Some(a), Some(b)) => b.duration_since(a),
+            _ => Duration::ZERO,
+        },
+        peak_connected,
+    };
+    (gathered, arrived)
 }
 
 /// The server's side of a run: the room's `/rooms` row and the `--metrics-url` timeline, each
@@ -557,7 +773,7 @@ pub struct Observed {
     pub cpu_percent: Option<f64>,
     /// What the run sampled of the server (its metrics: not in a part of the mix).
     pub server: Sampler,
-    pub nofile: Option<proc::NofileLimit>,
+    pub nofile: Option<NofileLimit>,
     pub warnings: Vec<String>,
     pub processes: ClientProcesses,
 }
@@ -570,7 +786,7 @@ impl Observed {
             (Some(b), Some(e)) => Some(f(e).saturating_sub(f(b))),
             _ => None,
         };
-        let cores = proc::available_cores();
+        let cores = host::usable_cores();
         let saturated = self.cpu_percent.is_some_and(|p| p > 90.0 * cores as f64);
         let mut warnings = self.warnings;
         let mut limits = Vec::new();

@@ -6,16 +6,16 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use anyhow::ensure;
-use futures_util::{SinkExt, StreamExt};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tickroom_proto::Message as _;
 use tickroom_proto::v1::{ClientMessage, Input, client_message};
 use tokio::time::{Instant, MissedTickBehavior};
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::report::{self, LatencySummary, RateSummary, Report};
 use crate::scan;
-use crate::swarm::{self, Client, Conn, Scenario, Shards, SwarmArgs};
+use crate::swarm::{self, Client, Conn, Plan, Scenario, Shards, Swarm, SwarmArgs};
+use crate::talk::{Pace, Step, Talk, talk};
 
 /// Inputs awaiting acknowledgement per client. Past this the server is seconds behind and
 /// the oldest are dropped unmeasured rather than growing memory per client.
@@ -47,6 +47,12 @@ struct Shared {
 impl Scenario for Shared {
     const NAME: &'static str = "game";
 
+    type Outcome = Outcome;
+
+    fn client(client: Client<Self>) -> impl Future<Output = (Conn, Outcome)> + Send {
+        run_client(client)
+    }
+
     fn progress(&self, _: f64) -> String {
         format!("snapshot latency {}", self.snapshot_latency.p50_p99())
     }
@@ -69,115 +75,122 @@ struct Outcome {
     inputs_acked: u64,
 }
 
+/// One simulated player's talk: reads snapshots, sends inputs.
+struct Player<'a> {
+    id: usize,
+    me: u32,
+    swarm: &'a Swarm,
+    shared: &'a Shared,
+    out: Outcome,
+    next_seq: u32,
+    pending: VecDeque<(u32, Instant)>,
+    first_snapshot: Option<Instant>,
+    last_tick: Option<u64>,
+}
+
+impl Talk for Player<'_> {
+    fn frame(&mut self, conn: &mut Conn, frame: Bytes, now: Instant) -> Step {
+        // Snapshots are scanned for what is measured; anything else (errors, events) is
+        // decoded and counted as usual.
+        let snap = match scan::snapshot(&frame, self.me) {
+            Ok(Some(snap)) => snap,
+            Ok(None) => {
+                conn.decode(frame, now);
+                return Step::Stay;
+            }
+            Err(scan::Malformed) => {
+                conn.decode_errors += 1;
+                return Step::Stay;
+            }
+        };
+        if now >= self.swarm.hold_end {
+            return Step::Stay;
+        }
+        let out = &mut self.out;
+        if let Some(last) = self.last_tick
+            && snap.tick > last + 1
+        {
+            out.gaps += 1;
+            out.missing_ticks += snap.tick - last - 1;
+        }
+        self.last_tick = Some(self.last_tick.map_or(snap.tick, |t| t.max(snap.tick)));
+        self.first_snapshot.get_or_insert(now);
+        out.snapshots += 1;
+        let latency = swarm::unix_us().saturating_sub(snap.server_time_us).max(0);
+        self.shared.snapshot_latency.record(self.id, latency as u64);
+        if let Some(acked) = snap.acked {
+            while let Some(&(seq, sent)) = self.pending.front()
+                && seq <= acked
+            {
+                self.pending.pop_front();
+                out.inputs_acked += 1;
+                let us = (now - sent).as_micros() as u64;
+                self.shared.ack_latency.record(self.id, us);
+            }
+        }
+        Step::Stay
+    }
+
+    fn sending(&self) -> bool {
+        true
+    }
+
+    fn outgoing(&mut self) -> Vec<u8> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        // Each client walks its own slowly turning direction, so avatars spread out.
+        let angle = self.id as f32 * 2.399_963 + seq as f32 * 0.05;
+        let input = ClientMessage {
+            body: Some(client_message::Body::Input(Input {
+                seq,
+                move_x: angle.cos(),
+                move_y: angle.sin(),
+            })),
+        };
+        input.encode_to_vec()
+    }
+
+    fn sent(&mut self) {
+        self.out.inputs_sent += 1;
+        let now = Instant::now();
+        if now < self.swarm.hold_end {
+            if self.pending.len() == MAX_PENDING_INPUTS {
+                self.pending.pop_front();
+            }
+            self.pending.push_back((self.next_seq - 1, now));
+        }
+    }
+}
+
 /// One simulated player: joins, then reads snapshots and sends inputs until told to stop.
 async fn run_client(client: Client<Shared>) -> (Conn, Outcome) {
     let Client { id, run, mut stop } = client;
     let (swarm, shared, mut conn) = (&run.swarm, &run.scenario, Conn::default());
-    let mut out = Outcome::default();
     let hello = shared.join.clone();
     let Some((mut ws, welcome)) = swarm::enter(swarm, &mut conn, id, &mut stop, hello, None).await
     else {
-        return (conn, out);
+        return (conn, Outcome::default());
     };
-    let me = welcome.your_object_id;
-
-    // A per-client phase spreads the swarm's inputs over the period instead of bursting them.
-    let period = shared.input_period.unwrap_or(Duration::from_secs(3600));
-    let phase = period.mul_f64((id as f64 * 0.618_033_988_75).fract());
-    let mut input_timer = tokio::time::interval_at(Instant::now() + phase, period);
-    input_timer.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let sends_input = shared.input_period.is_some();
-
-    let mut next_seq: u32 = 1;
-    let mut pending: VecDeque<(u32, Instant)> = VecDeque::new();
-    let mut first_snapshot: Option<Instant> = None;
-    let mut last_tick: Option<u64> = None;
-    let server_closed;
-
-    loop {
-        tokio::select! {
-            msg = ws.next() => match conn.skim(swarm, msg) {
-                Ok(Some((frame, now))) => {
-                    // Snapshots are scanned for what is measured; anything else (errors,
-                    // events) is decoded and counted as usual.
-                    let snap = match scan::snapshot(&frame, me) {
-                        Ok(Some(snap)) => snap,
-                        Ok(None) => {
-                            conn.decode(frame, now);
-                            continue;
-                        }
-                        Err(scan::Malformed) => {
-                            conn.decode_errors += 1;
-                            continue;
-                        }
-                    };
-                    if now >= swarm.hold_end {
-                        continue;
-                    }
-                    if let Some(last) = last_tick
-                        && snap.tick > last + 1
-                    {
-                        out.gaps += 1;
-                        out.missing_ticks += snap.tick - last - 1;
-                    }
-                    last_tick = Some(last_tick.map_or(snap.tick, |t| t.max(snap.tick)));
-                    first_snapshot.get_or_insert(now);
-                    out.snapshots += 1;
-                    let latency = swarm::unix_us().saturating_sub(snap.server_time_us).max(0);
-                    shared.snapshot_latency.record(id, latency as u64);
-                    if let Some(acked) = snap.acked {
-                        while let Some(&(seq, sent)) = pending.front()
-                            && seq <= acked
-                        {
-                            pending.pop_front();
-                            out.inputs_acked += 1;
-                            shared.ack_latency.record(id, (now - sent).as_micros() as u64);
-                        }
-                    }
-                }
-                Ok(None) => {}
-                Err(end) => {
-                    server_closed = conn.ended(id, end);
-                    break;
-                }
-            },
-            _ = input_timer.tick(), if sends_input => {
-                let seq = next_seq;
-                next_seq += 1;
-                // Each client walks its own slowly turning direction, so avatars spread out.
-                let angle = id as f32 * 2.399_963 + seq as f32 * 0.05;
-                let input = ClientMessage {
-                    body: Some(client_message::Body::Input(Input {
-                        seq,
-                        move_x: angle.cos(),
-                        move_y: angle.sin(),
-                    })),
-                };
-                if let Err(e) = ws.send(Message::Binary(input.encode_to_vec().into())).await {
-                    tracing::debug!(client = id, "send failed: {e}");
-                    conn.ended_early = true;
-                    server_closed = false;
-                    break;
-                }
-                out.inputs_sent += 1;
-                let now = Instant::now();
-                if now < swarm.hold_end {
-                    if pending.len() == MAX_PENDING_INPUTS {
-                        pending.pop_front();
-                    }
-                    pending.push_back((seq, now));
-                }
-            }
-            _ = stop.changed() => {
-                server_closed = false;
-                break;
-            }
-        }
-    }
-
+    let mut player = Player {
+        id,
+        me: welcome.your_object_id,
+        swarm,
+        shared,
+        out: Outcome::default(),
+        next_seq: 1,
+        pending: VecDeque::new(),
+        first_snapshot: None,
+        last_tick: None,
+    };
+    let pace = shared
+        .input_period
+        .map(|period| Pace::spread(id, period, MissedTickBehavior::Skip));
+    let server_closed = talk(swarm, &mut conn, id, &mut ws, &mut stop, pace, &mut player).await;
+    let mut out = player.out;
     // The first snapshot opens the window, so it is not counted in the rate.
-    out.snapshots_per_s =
-        first_snapshot.and_then(|first| swarm.rate_since(first, out.snapshots - 1));
+    out.snapshots_per_s = player
+        .first_snapshot
+        .and_then(|first| swarm.rate_since(first, out.snapshots - 1));
     swarm::leave(swarm, ws, server_closed).await;
     (conn, out)
 }
@@ -197,7 +210,7 @@ pub async fn run(args: GameArgs) -> anyhow::Result<Report> {
         ack_latency: Shards::new(),
     };
     let clients = args.clients as usize;
-    let done = swarm::drive(&args.swarm, clients, &args.room, shared, run_client).await?;
+    let done = swarm::drive(Plan::ramp(&args.swarm, clients, &args.room), shared).await?;
     let (shared, outcomes) = (&done.run.scenario, &done.outcomes);
     let outcomes = || outcomes.iter().map(|(_, o)| o);
     let sum = |f: fn(&Outcome) -> u64| outcomes().map(f).sum::<u64>();

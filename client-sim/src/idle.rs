@@ -8,10 +8,10 @@
 use anyhow::ensure;
 use serde::Serialize;
 
-use crate::proc::NofileLimit;
+use crate::limits::NofileLimit;
 use crate::report::{Common, Head, Table, Tail, bytes, round2};
 use crate::server_metrics::{Sample, ServerMetrics};
-use crate::swarm::{self, Client, Conn, Held, Holding, Scenario, SwarmArgs};
+use crate::swarm::{self, Client, Conn, Held, Holding, Plan, Scenario, SwarmArgs};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct IdleArgs {
@@ -32,6 +32,12 @@ struct Shared {
 
 impl Scenario for Shared {
     const NAME: &'static str = "idle";
+
+    type Outcome = Held;
+
+    fn client(client: Client<Self>) -> impl Future<Output = (Conn, Held)> + Send {
+        run_client(client)
+    }
 
     fn progress(&self, _: f64) -> String {
         String::new()
@@ -57,7 +63,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<IdleReport> {
         join: swarm::join_message(&args.room, ""),
     };
     let sessions = args.sessions as usize;
-    let done = swarm::drive(&args.swarm, sessions, &args.room, shared, run_client).await?;
+    let done = swarm::drive(Plan::ramp(&args.swarm, sessions, &args.room), shared).await?;
     let pings = done.outcomes.iter().map(|(_, o)| o.pings).sum();
     let config = IdleConfig {
         url: done.run.swarm.target.url.clone(),

@@ -6,10 +6,9 @@ mod chat;
 mod churn;
 mod drive;
 mod game;
-mod http;
 mod idle;
+mod limits;
 mod mix;
-mod proc;
 mod report;
 mod scan;
 mod server_metrics;
@@ -17,6 +16,7 @@ mod server_stats;
 mod settle;
 mod spike;
 mod swarm;
+mod talk;
 mod target;
 #[cfg(test)]
 mod testing;
@@ -81,7 +81,7 @@ fn main() -> anyhow::Result<()> {
 /// command line after the program name.
 fn execute(mut scenario: Scenario, argv: Vec<String>) -> anyhow::Result<()> {
     // One socket per client: take all the descriptors the hard limit allows.
-    if let Err(e) = proc::raise_nofile_limit() {
+    if let Err(e) = limits::raise_nofile_limit() {
         tracing::warn!("cannot raise the open-file limit: {e}");
     }
     if let Some(swarm) = scenario.swarm_mut() {

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::ensure;
+use client_sim::toolkit::host::{self, CpuMeter};
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -16,7 +17,6 @@ use tokio::time::Instant;
 use crate::chat::{self, ChatArgs, ChatReport};
 use crate::drive::{Joint, sample_until};
 use crate::game::{self, GameArgs};
-use crate::proc::{self, CpuMeter};
 use crate::report::{ClientCpu, Outcome, Report, Table, Timing, round2};
 use crate::server_metrics::{ServerMetrics, Timeline};
 use crate::swarm::SwarmArgs;
@@ -191,7 +191,7 @@ pub async fn run(args: MixArgs) -> anyhow::Result<MixReport> {
     let ticker = keep(&mut errors, "ticker", ticker);
     let chat = keep(&mut errors, "chat", chat);
     let metrics = metrics.summarize(None);
-    let cores = proc::available_cores();
+    let cores = host::usable_cores();
     let mut warnings = metrics.warnings();
     let mut client_limits = Vec::new();
     let tails = [

@@ -10,7 +10,7 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::proc::NofileLimit;
+use crate::limits::NofileLimit;
 use crate::server_metrics::{Sample, ServerMetrics};
 use crate::server_stats::RoomStats;
 

@@ -3,10 +3,10 @@
 //! the end of the hold (and, when a scenario asks, every so often in between), and what they
 //! say over the hold: server CPU, memory, frames and socket writes per second.
 
+use client_sim::toolkit::prom::Metrics;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::http;
 use crate::report::round2;
 use crate::target::Target;
 
@@ -63,33 +63,11 @@ impl Sample {
     }
 }
 
-/// Reads the series of [`SERIES`] from Prometheus text: `name{labels} value [timestamp]`
-/// lines, `#` comments skipped; values that are not finite numbers are ignored.
+/// Reads the series of [`SERIES`] from Prometheus text, each summed over its labels; values
+/// that are not finite numbers are ignored.
 pub fn parse(text: &str) -> Sample {
-    let mut sums = [None::<f64>; SERIES.len()];
-    for line in text.lines().map(str::trim) {
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let name_end = line
-            .find(|c: char| c == '{' || c.is_whitespace())
-            .unwrap_or(line.len());
-        let Some(i) = SERIES.iter().position(|s| *s == &line[..name_end]) else {
-            continue;
-        };
-        let mut rest = &line[name_end..];
-        if rest.starts_with('{') {
-            // Label values are quoted and may hold anything but the value follows the last '}'.
-            let Some(close) = rest.rfind('}') else {
-                continue;
-            };
-            rest = &rest[close + 1..];
-        }
-        let value = rest.split_whitespace().next().and_then(|v| v.parse().ok());
-        if let Some(v) = value.filter(|v: &f64| v.is_finite()) {
-            *sums[i].get_or_insert(0.0) += v;
-        }
-    }
+    let metrics = Metrics::parse(text);
+    let sums: Vec<Option<f64>> = SERIES.iter().map(|s| metrics.sum(s, &[])).collect();
     let int = |i: usize| sums[i].map(|v| v.max(0.0).round() as u64);
     Sample {
         at_s: 0.0,
@@ -107,7 +85,10 @@ pub fn parse(text: &str) -> Sample {
 
 /// One `GET` of the metrics URL, parsed; `epoch` is the run's first scrape (for `at_s`).
 pub async fn scrape(target: &Target, epoch: Instant) -> anyhow::Result<Sample> {
-    let text = http::get_text(target).await?;
+    let text = target
+        .http()
+        .get_text(&target.http_url(&target.path))
+        .await?;
     let now = Instant::now();
     Ok(Sample {
         at_s: round2(now.saturating_duration_since(epoch).as_secs_f64()),
@@ -295,7 +276,7 @@ tickroom_sessions_active{kind=\"game\"} 2
 tickroom_sessions_active{kind=\"chat\"} 1
 tickroom_sessions_active_other 99
 tickroom_frames_written_total 1e+06
-tickroom_socket_flushes_total{x=\"a}b\"} 500 1700000000000
+tickroom_socket_flushes_total{x=\"a b\"} 500 1700000000000
 tickroom_bytes_written_total NaN
 ";
 

@@ -4,7 +4,6 @@ use anyhow::anyhow;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::http;
 use crate::target::Target;
 
 /// One room's row of `GET /rooms`, names as the server spells them.
@@ -33,7 +32,7 @@ pub struct TickDuration {
 /// Fetches `/rooms` from the target and returns the row of `room`, or `None` when the server
 /// does not list it (a room created on first join does not exist before the run).
 pub async fn fetch_room(target: &Target, room: &str) -> anyhow::Result<Option<RoomStats>> {
-    let json = http::get_json(target, "/rooms").await?;
+    let json = target.http().get_json(&target.http_url("/rooms")).await?;
     let rooms = json["rooms"]
         .as_array()
         .ok_or_else(|| anyhow!("GET /rooms: no \"rooms\" array"))?;

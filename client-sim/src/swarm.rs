@@ -29,8 +29,9 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::drive::Joint;
-pub use crate::drive::{Client, Run, Scenario, drive};
+pub use crate::drive::{Client, Plan, Run, Scenario, drive};
 use crate::report;
+use crate::talk::{Step, Talk, talk};
 use crate::target::{self, Target};
 use crate::workers::WorkerFlags;
 
@@ -644,45 +645,61 @@ pub struct Held {
     pub reset: bool,
 }
 
+/// A [`hold`] session's talk: it only reads, noting pings and its first snapshot.
+struct Holder<'a, 'h> {
+    id: usize,
+    swarm: &'a Swarm,
+    how: &'a Holding<'h>,
+    started: Instant,
+    leave_at: Option<Instant>,
+    out: Held,
+}
+
+impl Talk for Holder<'_, '_> {
+    fn frame(&mut self, _: &mut Conn, frame: bytes::Bytes, now: Instant) -> Step {
+        let first_snapshot = self.how.first_snapshot;
+        if !self.out.snapshot && first_snapshot.is_some() && is_snapshot(&frame) {
+            self.out.snapshot = true;
+            let us = now.duration_since(self.started).as_micros() as u64;
+            first_snapshot.inspect(|s| s.record(self.id, us));
+            self.leave_at = self.how.stay.map(|stay| now + stay);
+        }
+        Step::Stay
+    }
+
+    fn ping(&mut self) {
+        self.out.pings += u64::from(self.swarm.in_hold(Instant::now()));
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.leave_at
+    }
+}
+
 /// A session that joins and then only reads, which keeps its heartbeat, until it leaves
 /// (see [`Holding`]).
-pub async fn hold<S>(client: Client<S>, how: Holding<'_>) -> (Conn, Held) {
+pub async fn hold<S>(client: Client<S>, mut how: Holding<'_>) -> (Conn, Held) {
     let Client { id, run, mut stop } = client;
     let swarm = &run.swarm;
-    let (mut conn, mut out) = (Conn::default(), Held::default());
+    let mut conn = Conn::default();
     let started = Instant::now();
-    let Some((mut ws, _)) = enter(swarm, &mut conn, id, &mut stop, how.hello, None).await else {
-        return (conn, out);
+    let hello = std::mem::take(&mut how.hello);
+    let Some((mut ws, _)) = enter(swarm, &mut conn, id, &mut stop, hello, None).await else {
+        return (conn, Held::default());
     };
     if let Some(shards) = how.join_latency {
         shards.record(id, started.elapsed().as_micros() as u64);
     }
-    let mut leave_at = how.stay.map(|_| Instant::now() + JOIN_TIMEOUT);
-    let mut server_closed = false;
-    loop {
-        let leave = tokio::time::sleep_until(leave_at.unwrap_or_else(Instant::now));
-        tokio::select! {
-            item = ws.next() => {
-                let ping = matches!(&item, Some(Ok(Message::Ping(_))));
-                out.pings += u64::from(ping && swarm.in_hold(Instant::now()));
-                match conn.skim(swarm, item) {
-                    Ok(Some((b, now))) if !out.snapshot && how.first_snapshot.is_some() && is_snapshot(&b) => {
-                        out.snapshot = true;
-                        let us = now.duration_since(started).as_micros() as u64;
-                        how.first_snapshot.inspect(|s| s.record(id, us));
-                        leave_at = how.stay.map(|stay| now + stay);
-                    }
-                    Ok(_) => {}
-                    Err(end) => {
-                        server_closed = conn.ended(id, end);
-                        break;
-                    }
-                }
-            }
-            _ = leave, if leave_at.is_some() => break,
-            _ = stop.changed() => break,
-        }
-    }
+    let mut holder = Holder {
+        id,
+        swarm,
+        how: &how,
+        started,
+        leave_at: how.stay.map(|_| Instant::now() + JOIN_TIMEOUT),
+        out: Held::default(),
+    };
+    let server_closed = talk(swarm, &mut conn, id, &mut ws, &mut stop, None, &mut holder).await;
+    let mut out = holder.out;
     out.reset = (how.reset || swarm.reset_on_drop) && !server_closed;
     close(swarm, ws, server_closed, out.reset).await;
     (conn, out)

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use anyhow::{Context, anyhow, bail, ensure};
+use client_sim::toolkit::http;
 
 /// Where the swarm connects, checked to be on this machine.
 #[derive(Debug, Clone)]
@@ -18,6 +19,17 @@ pub struct Target {
 }
 
 impl Target {
+    /// The HTTP client for this server: requests go to the resolved address (no second
+    /// lookup) and name the host as the URL wrote it (the server builds URLs from it).
+    pub fn http(&self) -> http::Client {
+        http::Client::new().host(&self.authority)
+    }
+
+    /// `path` (and query) on this server, for [`Target::http`].
+    pub fn http_url(&self, path_and_query: &str) -> String {
+        format!("http://{}{path_and_query}", self.addr)
+    }
+
     /// A WebSocket URL on the same server with another path (and query), e.g. the
     /// `/ws?session=...` a REST call handed out.
     pub fn ws_url(&self, path_and_query: &str) -> String {
@@ -119,6 +131,7 @@ mod tests {
         assert_eq!(t.addr, "127.0.0.1:18080".parse().unwrap());
         assert_eq!(t.authority, "127.0.0.1:18080");
         assert_eq!(t.path, "/ws");
+        assert_eq!(t.http_url("/rooms"), "http://127.0.0.1:18080/rooms");
         assert_eq!(
             t.ws_url("/ws?session=x"),
             "ws://127.0.0.1:18080/ws?session=x"

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use client_sim::toolkit::http;
 use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
 use tickroom::config::RoomConfig;
@@ -13,7 +14,6 @@ use tickroom::proto::v1::{
 };
 use tickroom::sim::game::GameConfig;
 use tickroom::{Config, Server};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -289,12 +289,15 @@ pub fn entity(s: &tickroom::proto::v1::Snapshot, id: u32) -> Option<tickroom::pr
     }
 }
 
-/// Minimal HTTP/1.0 GET keeping the body as bytes (a pprof profile is not text).
+/// The largest answer a test reads (a pprof profile or flamegraph is far below this).
+const MAX_ANSWER: usize = 64 << 20;
+
+/// GET keeping the body as bytes (a pprof profile is not text).
 pub async fn http_get_bytes(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
     http_request(addr, "GET", path, "").await
 }
 
-/// Minimal HTTP/1.0 request with a JSON body (empty for none): (status, body).
+/// A request with a JSON body (empty for none): (status, body).
 pub async fn http_request(
     addr: SocketAddr,
     method: &str,
@@ -304,7 +307,8 @@ pub async fn http_request(
     http_call(addr, method, path, &[], body).await
 }
 
-/// [`http_request`] with extra headers.
+/// [`http_request`] with extra headers; one connection per request, answered within
+/// [`WAIT`].
 pub async fn http_call(
     addr: SocketAddr,
     method: &str,
@@ -312,37 +316,20 @@ pub async fn http_call(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let extra: String = headers
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}\r\n"))
-        .collect();
-    let head = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         {extra}Content-Length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).await.unwrap();
-    s.write_all(body.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
+    let method = http::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+    let mut all = vec![("content-type", "application/json")];
+    all.extend_from_slice(headers);
+    let url = format!("http://{addr}{path}");
+    let answer = http::Client::new()
+        .timeout(WAIT)
+        .max_body(MAX_ANSWER)
+        .request(method, &url, &all, body.to_owned())
         .await
-        .expect("http answer in time")
-        .unwrap();
-    let end = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("complete response head");
-    let head = String::from_utf8_lossy(&buf[..end]);
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, buf[end + 4..].to_vec())
+        .expect("http answer in time");
+    (answer.status, answer.body.to_vec())
 }
 
-/// Minimal HTTP/1.0 GET: (status, body as text).
+/// GET: (status, body as text).
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let (status, body) = http_get_bytes(addr, path).await;
     (status, String::from_utf8_lossy(&body).into_owned())

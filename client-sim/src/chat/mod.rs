@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::ensure;
-use futures_util::{SinkExt, StreamExt};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tickroom_proto::Message as _;
 use tickroom_proto::v1::{
@@ -20,13 +20,13 @@ use tickroom_proto::v1::{
     server_message,
 };
 use tokio::time::{Instant, MissedTickBehavior};
-use tokio_tungstenite::tungstenite::Message;
 
 pub use self::report::ChatReport;
 use self::report::{ChatConfig, Received, Sent};
 use self::track::{Runs, SenderLog, Tally};
 use crate::report::{LatencySummary, RateSummary, per_s};
-use crate::swarm::{self, Client, Conn, LiveCount, Read, Run, Scenario, Shards, SwarmArgs};
+use crate::swarm::{self, Client, Conn, LiveCount, Plan, Read, Run, Scenario, Shards, SwarmArgs};
+use crate::talk::{Pace, Step, Talk, talk};
 
 /// Senders are named this plus their number; receivers recognise sim messages by it.
 const SENDER_PREFIX: &str = "sim-sender-";
@@ -88,6 +88,12 @@ impl Shared {
 impl Scenario for Shared {
     const NAME: &'static str = "chat";
 
+    type Outcome = Outcome;
+
+    fn client(client: Client<Self>) -> impl Future<Output = (Conn, Outcome)> + Send {
+        run_client(client)
+    }
+
     fn progress(&self, secs: f64) -> String {
         let (sent, received) = (self.sent.rate(secs), self.received.rate(secs));
         let latency = self.viewer_latency.p50_p99();
@@ -123,13 +129,58 @@ struct Outcome {
     got: Vec<Runs>,
 }
 
+/// One viewer's or sender's talk: reads batches, and a sender sends until the hold ends.
+struct Chatter<'a> {
+    id: usize,
+    run: &'a Run<Shared>,
+    out: Outcome,
+}
+
+impl Talk for Chatter<'_> {
+    fn frame(&mut self, conn: &mut Conn, frame: Bytes, now: Instant) -> Step {
+        if let Read::Msg(msg, now) = conn.decode(frame, now) {
+            match msg.body {
+                Some(server_message::Body::ChatBatch(batch)) => {
+                    on_batch(self.run, self.id, &mut self.out, &batch, now);
+                }
+                // A sender sends nothing but ChatSend, so every Error refuses one.
+                Some(server_message::Body::Error(_)) if self.out.sender.is_some() => {
+                    self.out.log.refused_one();
+                }
+                _ => {}
+            }
+        }
+        Step::Stay
+    }
+
+    fn sending(&self) -> bool {
+        self.out.sender.is_some() && Instant::now() < self.run.swarm.hold_end
+    }
+
+    fn outgoing(&mut self) -> Vec<u8> {
+        let msg_id = self.out.log.send(Instant::now());
+        let send = ClientMessage {
+            body: Some(client_message::Body::ChatSend(ChatSend {
+                text: format!("sim message {msg_id}"),
+                client_msg_id: msg_id,
+                sent_time_us: swarm::unix_us(),
+            })),
+        };
+        send.encode_to_vec()
+    }
+
+    fn sent(&mut self) {
+        self.run.scenario.sent.add(1);
+    }
+}
+
 /// One simulated viewer or sender: joins, then reads batches (and sends) until told to stop.
 async fn run_client(client: Client<Shared>) -> (Conn, Outcome) {
     let Client { id, run, mut stop } = client;
     let (swarm, shared) = (&run.swarm, &run.scenario);
     let sender = shared.sender_of(id);
     let mut conn = Conn::default();
-    let mut out = Outcome {
+    let out = Outcome {
         sender,
         joined_at: None,
         got: vec![Runs::default(); shared.senders],
@@ -148,58 +199,20 @@ async fn run_client(client: Client<Shared>) -> (Conn, Outcome) {
     let Some((mut ws, _)) = swarm::enter(swarm, &mut conn, id, &mut stop, hello, chat).await else {
         return (conn, out);
     };
-    out.joined_at = Some(Instant::now());
-
-    // A per-sender phase spreads the sends over the period instead of bursting them.
-    let phase = shared
-        .period
-        .mul_f64((id as f64 * 0.618_033_988_75).fract());
-    let mut send_timer = tokio::time::interval_at(Instant::now() + phase, shared.period);
-    send_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let server_closed;
-    loop {
-        let sending = sender.is_some() && Instant::now() < swarm.hold_end;
-        tokio::select! {
-            msg = ws.next() => match conn.read(swarm, msg) {
-                Read::Msg(msg, now) => match msg.body {
-                    Some(server_message::Body::ChatBatch(batch)) => {
-                        on_batch(&run, id, &mut out, &batch, now);
-                    }
-                    // A sender sends nothing but ChatSend, so every Error refuses one.
-                    Some(server_message::Body::Error(_)) if sender.is_some() => {
-                        out.log.refused_one();
-                    }
-                    _ => {}
-                },
-                Read::Skip => {}
-                end => {
-                    server_closed = conn.ended(id, end);
-                    break;
-                }
-            },
-            _ = send_timer.tick(), if sending => {
-                let msg_id = out.log.send(Instant::now());
-                let send = ClientMessage {
-                    body: Some(client_message::Body::ChatSend(ChatSend {
-                        text: format!("sim message {msg_id}"),
-                        client_msg_id: msg_id,
-                        sent_time_us: swarm::unix_us(),
-                    })),
-                };
-                if let Err(e) = ws.send(Message::Binary(send.encode_to_vec().into())).await {
-                    tracing::debug!(client = id, "send failed: {e}");
-                    conn.ended_early = true;
-                    server_closed = false;
-                    break;
-                }
-                shared.sent.add(1);
-            }
-            _ = stop.changed() => {
-                server_closed = false;
-                break;
-            }
-        }
-    }
+    let mut chatter = Chatter { id, run: &run, out };
+    chatter.out.joined_at = Some(Instant::now());
+    let pace = Pace::spread(id, shared.period, MissedTickBehavior::Delay);
+    let server_closed = talk(
+        swarm,
+        &mut conn,
+        id,
+        &mut ws,
+        &mut stop,
+        Some(pace),
+        &mut chatter,
+    )
+    .await;
+    let mut out = chatter.out;
     out.log.finish();
     swarm::leave(swarm, ws, server_closed).await;
     (conn, out)
@@ -276,7 +289,7 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<ChatReport> {
         received: LiveCount::default(),
     };
     let clients = args.viewers + args.senders;
-    let done = swarm::drive(&args.swarm, clients, &args.room, shared, run_client).await?;
+    let done = swarm::drive(Plan::ramp(&args.swarm, clients, &args.room), shared).await?;
     let (swarm, shared) = (&done.run.swarm, &done.run.scenario);
     let hold_s = done.common.head.timing.hold_s;
     let config = ChatConfig {

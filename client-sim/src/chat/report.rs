@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::proc::NofileLimit;
+use crate::limits::NofileLimit;
 use crate::report::{Common, Head, LatencySummary, RateSummary, Table, Tail, counts};
 
 #[derive(Debug, Serialize)]

@@ -9,26 +9,20 @@
 
 mod report;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use anyhow::ensure;
-use hdrhistogram::Histogram;
-use tokio::sync::watch;
-use tokio::task::{JoinError, JoinSet};
-use tokio::time::Instant;
+use anyhow::{Context, ensure};
 
 pub use self::report::ChurnReport;
 use self::report::{ChurnConfig, Churned};
-use crate::drive::{self, ConnTally, Observed, Run, Sampler, Shown};
-use crate::proc::{self, CpuMeter};
-use crate::report::{ClientProcesses, LatencySummary, latency_histogram};
-use crate::server_metrics::Timeline;
-use crate::settle::{self, POLL};
+use crate::drive::{Arrivals, Settling, Stream};
+use crate::report::LatencySummary;
+use crate::settle::POLL;
 use crate::swarm::{
-    self, Client, Conn, Held, Holding, JOIN_TIMEOUT, Scenario, Shards, Swarm, TargetArgs,
+    self, Client, Conn, Held, Holding, JOIN_TIMEOUT, Plan, Scenario, Shards, SwarmArgs, TargetArgs,
 };
+use crate::workers::WorkerFlags;
 
 /// After the last session was started, the others get this long beyond their stay to end
 /// before they are aborted.
@@ -107,6 +101,13 @@ impl Shared {
 
 impl Scenario for Shared {
     const NAME: &'static str = "churn";
+    const SAMPLE_EVERY: Option<Duration> = Some(POLL);
+
+    type Outcome = Held;
+
+    fn client(client: Client<Self>) -> impl Future<Output = (Conn, Held)> + Send {
+        session(client)
+    }
 
     fn progress(&self, _: f64) -> String {
         format!(
@@ -123,6 +124,7 @@ impl Scenario for Shared {
 async fn session(client: Client<Shared>) -> (Conn, Held) {
     let run = client.run.clone();
     let shared = &run.scenario;
+    shared.started.fetch_add(1, Relaxed);
     let how = Holding {
         hello: shared.join.clone(),
         join_latency: Some(&shared.join_latency),
@@ -137,217 +139,72 @@ async fn session(client: Client<Shared>) -> (Conn, Held) {
     (conn, out)
 }
 
-/// What the pacing loop saw.
-struct Paced {
-    tally: ConnTally,
-    churned: Churned,
-    /// Schedule → start of each session, µs.
-    lag: Histogram<u64>,
-    first_start: Option<Instant>,
-    last_start: Option<Instant>,
-    aborted: u64,
-    interrupted: bool,
-}
-
-impl Paced {
-    fn take(&mut self, ended: Result<(Conn, Held), JoinError>) {
-        let Ok((conn, out)) = ended else {
-            self.aborted += 1;
-            return;
-        };
-        self.tally.add(&conn);
-        let c = &mut self.churned;
-        if conn.joined {
-            c.joined_without_snapshot += u64::from(!out.snapshot);
-            c.resets += u64::from(out.reset);
-            c.polite_closes += u64::from(!out.reset && !conn.ended_early);
-        }
-    }
-}
-
-/// Starts session i at `started + i / rate` while that is before `end`, reaping the ended
-/// ones as it goes, then waits for the last ones (bounded); a stop (Ctrl-C) ends it early.
-async fn pace(
-    run: &Arc<Run<Shared>>,
-    rate: f64,
-    started: Instant,
-    end: Instant,
-    stop: watch::Receiver<bool>,
-) -> Paced {
-    let mut sessions = JoinSet::new();
-    let mut paced = Paced {
-        tally: ConnTally::default(),
-        churned: Churned::default(),
-        lag: latency_histogram(),
-        first_start: None,
-        last_start: None,
-        aborted: 0,
-        interrupted: false,
-    };
-    let mut halt = stop.clone();
-    for id in 0.. {
-        let at = started + Duration::from_secs_f64(id as f64 / rate);
-        if at >= end {
-            break;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep_until(at) => {}
-            _ = halt.changed() => {
-                paced.interrupted = true;
-                break;
-            }
-        }
-        let now = Instant::now();
-        paced.lag.saturating_record((now - at).as_micros() as u64);
-        paced.first_start.get_or_insert(now);
-        paced.last_start = Some(now);
-        run.scenario.started.fetch_add(1, Relaxed);
-        let client = Client {
-            id,
-            run: run.clone(),
-            stop: stop.clone(),
-        };
-        sessions.spawn(session(client));
-        let live = run.swarm.live.load(Relaxed);
-        paced.churned.peak_connected = paced.churned.peak_connected.max(live);
-        while let Some(ended) = sessions.try_join_next() {
-            paced.take(ended);
-        }
-    }
-    let deadline = Instant::now() + run.scenario.stay + JOIN_TIMEOUT * 2 + DRAIN;
-    loop {
-        match tokio::time::timeout_at(deadline, sessions.join_next()).await {
-            Ok(Some(ended)) => paced.take(ended),
-            Ok(None) => break,
-            Err(_) => {
-                paced.aborted += sessions.len() as u64;
-                sessions.abort_all();
-                break;
-            }
-        }
-    }
-    paced
-}
-
 /// Runs the churn, waits for the server to settle and builds the report.
 pub async fn run(args: ChurnArgs) -> anyhow::Result<ChurnReport> {
     args.check()?;
-    let endpoints = args.target.endpoints().await?;
     let stay = Duration::from_millis(args.stay_ms);
-    // Sessions alive at once, about: each lives its stay plus its join and first snapshot.
-    let concurrent = (args.rate * (stay.as_secs_f64() + 1.0)).ceil() as usize;
-    let source_ips = args.target.source_ips(concurrent, &endpoints.ws)?;
-    let nofile = proc::nofile_limit();
-    let mut warnings = Vec::new();
-    if let Some(w) = nofile.and_then(|l| l.warning(concurrent)) {
-        eprintln!("warning: {w}");
-        warnings.push(w);
-    }
-    let metrics_target = endpoints.metrics.clone();
-    let mut sampler = Sampler::new(
-        endpoints.ws.clone(),
-        Some(args.room.clone()),
-        Some(Timeline::new(endpoints.metrics)),
-    );
-    sampler.before().await;
-
     let sessions = (args.rate * args.duration).ceil() as usize;
-    eprintln!(
-        "client-sim churn: {sessions} sessions at {}/s for {} s -> {} ({}), room {:?}, stay {} ms, reset share {}",
-        args.rate,
-        args.duration,
-        endpoints.ws.url,
-        endpoints.ws.addr,
-        args.room,
-        args.stay_ms,
-        args.reset_share
-    );
-    let started = Instant::now();
-    let end = started + Duration::from_secs_f64(args.duration);
-    let run = Arc::new(Run {
-        swarm: Swarm {
-            target: endpoints.ws,
-            hold_start: started,
-            hold_end: end,
-            live: AtomicU64::new(0),
-            frames: AtomicU64::new(0),
-            tick_rate_hz: AtomicU32::new(0),
-            reset_on_drop: false,
-            source_ips,
-        },
-        scenario: Shared {
-            join: swarm::join_message(&args.room, ""),
-            stay,
-            reset_share: args.reset_share,
-            join_latency: Shards::new(),
-            first_snapshot: Shards::new(),
-            started: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-        },
-    });
-    let cpu = Arc::new(CpuMeter::start());
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let interrupt = tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            let _ = stop_tx.send(true);
-        }
-    });
-    let shown = Shown::Line(None);
-    let progress = tokio::spawn(drive::progress(
-        run.clone(),
-        sessions,
-        started,
-        cpu.clone(),
-        shown,
-    ));
-    let sample = async {
-        sampler.until_end_of_hold(started, end, Some(POLL)).await;
-        let cpu_percent = cpu.percent_of_one_core();
-        sampler.end_of_hold().await;
-        cpu_percent
+    // The skeleton's ramp is the sessions' start rate, and its hold the time they start over.
+    let swarm_args = SwarmArgs {
+        target: args.target.clone(),
+        ramp: args.rate,
+        duration: args.duration,
+        workers: Some(1),
+        worker: WorkerFlags::default(),
+        argv: Vec::new(),
+        joint: None,
     };
-    let (paced, cpu_percent) = tokio::join!(pace(&run, args.rate, started, end, stop_rx), sample);
-    let stopped_at = Instant::now();
-    progress.abort();
-    interrupt.abort();
-
-    let window = match (paced.first_start, paced.last_start) {
-        (Some(a), Some(b)) => b.duration_since(a),
-        _ => Duration::ZERO,
+    let stream = Stream {
+        // Sessions alive at once, about: each lives its stay plus its join and first snapshot.
+        concurrent: (args.rate * (stay.as_secs_f64() + 1.0)).ceil() as usize,
+        drain: stay + JOIN_TIMEOUT * 2 + DRAIN,
+        what: format!(
+            "{sessions} sessions at {}/s for {} s",
+            args.rate, args.duration
+        ),
+        details: format!(
+            ", stay {} ms, reset share {}",
+            args.stay_ms, args.reset_share
+        ),
     };
-    let observed = Observed {
-        requested: run.scenario.started.load(Relaxed) as usize,
-        per_process: concurrent,
-        ramp: Duration::ZERO,
-        hold: window,
-        wall: started.elapsed(),
-        interrupted: paced.interrupted,
-        aborted: paced.aborted,
-        cpu_percent,
-        server: sampler,
-        nofile,
-        warnings,
-        processes: ClientProcesses {
-            source_ips,
-            ..ClientProcesses::default()
-        },
+    let plan = Plan {
+        args: &swarm_args,
+        clients: sessions,
+        room: &args.room,
+        arrivals: Arrivals::Stream(stream),
+        settle: Some(Settling {
+            timeout: Duration::from_secs_f64(args.settle_timeout),
+            after: "every session left",
+        }),
     };
-    let tick_rate_hz = run.swarm.tick_rate_hz.load(Relaxed);
-    let mut common = observed.summarize(paced.tally, (tick_rate_hz > 0).then_some(tick_rate_hz));
-
-    eprintln!("client-sim churn: every session left; waiting for the server to settle");
-    let server = common.tail.server.metrics.clone().unwrap_or_default();
-    let timeout = Duration::from_secs_f64(args.settle_timeout);
-    let settle = settle::wait(&server, &metrics_target, stopped_at, timeout).await;
-
-    let mut churned = paced.churned;
-    churned.fill(&common, args.rate, window, &paced.lag);
+    let shared = Shared {
+        join: swarm::join_message(&args.room, ""),
+        stay,
+        reset_share: args.reset_share,
+        join_latency: Shards::new(),
+        first_snapshot: Shards::new(),
+        started: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+    };
+    let done = swarm::drive(plan, shared).await?;
+    let arrived = done.arrived.context("a stream reports its arrivals")?;
+    let mut common = done.common;
+    let mut churned = Churned {
+        peak_connected: arrived.peak_connected,
+        ..Churned::default()
+    };
+    for (conn, out) in done.outcomes.iter().filter(|(conn, _)| conn.joined) {
+        churned.joined_without_snapshot += u64::from(!out.snapshot);
+        churned.resets += u64::from(out.reset);
+        churned.polite_closes += u64::from(!out.reset && !conn.ended_early);
+    }
+    churned.fill(&common, args.rate, arrived.window, &arrived.lag);
     if let Some(w) = churned.pacing_warning() {
         common.tail.client_limits.push("pacing");
         common.tail.warnings.push(w);
     }
     let config = ChurnConfig {
-        url: run.swarm.target.url.clone(),
+        url: done.run.swarm.target.url.clone(),
         room: args.room,
         rate_per_s: args.rate,
         duration_s: args.duration,
@@ -355,14 +212,14 @@ pub async fn run(args: ChurnArgs) -> anyhow::Result<ChurnReport> {
         reset_share: args.reset_share,
         settle_timeout_s: args.settle_timeout,
     };
-    let shared = &run.scenario;
+    let shared = &done.run.scenario;
     Ok(ChurnReport {
         scenario: "churn",
         config,
         churn: churned,
         join_latency_us: LatencySummary::of(&shared.join_latency.merged()),
         first_snapshot_latency_us: LatencySummary::of(&shared.first_snapshot.merged()),
-        settle,
+        settle: done.settle.unwrap_or_default(),
         head: common.head,
         tail: common.tail,
         open_files: common.nofile,

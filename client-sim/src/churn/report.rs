@@ -6,7 +6,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::proc::NofileLimit;
+use crate::limits::NofileLimit;
 use crate::report::{Common, Head, LatencySummary, Outcome, Table, Tail, round2};
 use crate::settle::Settle;
 

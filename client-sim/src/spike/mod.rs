@@ -13,9 +13,10 @@ use anyhow::ensure;
 
 use self::report::SpikeConfig;
 pub use self::report::SpikeReport;
+use crate::drive::Settling;
 use crate::report::LatencySummary;
-use crate::settle::{self, POLL};
-use crate::swarm::{self, Client, Conn, Held, Holding, Scenario, Shards, SwarmArgs};
+use crate::settle::POLL;
+use crate::swarm::{self, Client, Conn, Held, Holding, Plan, Scenario, Shards, SwarmArgs};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SpikeArgs {
@@ -45,6 +46,12 @@ impl Scenario for Shared {
     const NAME: &'static str = "spike";
     const SAMPLE_EVERY: Option<Duration> = Some(POLL);
     const RESET_ON_DROP: bool = true;
+
+    type Outcome = Held;
+
+    fn client(client: Client<Self>) -> impl Future<Output = (Conn, Held)> + Send {
+        run_client(client)
+    }
 
     fn progress(&self, _: f64) -> String {
         format!("join -> snapshot {}", self.first_snapshot.p50_p99())
@@ -90,11 +97,14 @@ pub async fn run(args: SpikeArgs) -> anyhow::Result<SpikeReport> {
         first_snapshot: Shards::new(),
     };
     let clients = args.clients as usize;
-    let done = swarm::drive(&swarm_args, clients, &args.room, shared, run_client).await?;
-    eprintln!("client-sim spike: sockets reset; waiting for the server to settle");
-    let server = done.common.tail.server.metrics.clone().unwrap_or_default();
-    let timeout = Duration::from_secs_f64(args.settle_timeout);
-    let settle = settle::wait(&server, &done.metrics_target, done.stopped_at, timeout).await;
+    let plan = Plan {
+        settle: Some(Settling {
+            timeout: Duration::from_secs_f64(args.settle_timeout),
+            after: "sockets reset",
+        }),
+        ..Plan::ramp(&swarm_args, clients, &args.room)
+    };
+    let done = swarm::drive(plan, shared).await?;
 
     let joined = done.outcomes.iter().filter(|(c, _)| c.joined).count() as u64;
     let with_snapshot = done.outcomes.iter().filter(|(_, o)| o.snapshot).count() as u64;
@@ -106,7 +116,7 @@ pub async fn run(args: SpikeArgs) -> anyhow::Result<SpikeReport> {
         duration_s: swarm_args.duration,
         settle_timeout_s: args.settle_timeout,
     };
-    let mut report = SpikeReport::new(done.common, config, settle);
+    let mut report = SpikeReport::new(done.common, config, done.settle.unwrap_or_default());
     let early = report.head.clients.ended_early;
     if early > 0 {
         report.tail.warnings.push(format!(

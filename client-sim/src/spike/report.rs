@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::proc::NofileLimit;
+use crate::limits::NofileLimit;
 use crate::report::{Common, Head, LatencySummary, Outcome, Table, Tail};
 use crate::settle::Settle;
 

@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail, ensure};
-use futures_util::{SinkExt, StreamExt};
+use bytes::Bytes;
+use client_sim::toolkit::http;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
@@ -23,16 +24,15 @@ use tickroom_proto::v1::{
     ClientMessage, RoomKind, Snapshot, Subscribe, client_message, object, server_message,
 };
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
 
 pub use self::report::TickerReport;
 use self::report::{InitialValues, Quotes, Subscriptions, TickerConfig, Universe};
 use self::track::{FirstValues, Seen, SeqTrack};
-use crate::http;
 use crate::report::{LatencySummary, RateSummary, round2};
 use crate::swarm::{
-    self, Client, Conn, JoinFail, LiveCount, Read, Run, Scenario, Shards, SwarmArgs, Ws,
+    self, Client, Conn, JoinFail, LiveCount, Plan, Read, Run, Scenario, Shards, SwarmArgs, Ws,
 };
+use crate::talk::{Step, Talk, talk};
 use crate::target::{self, Target};
 
 /// A joined client without a Subscriptions ack this long after asking counts as a failed
@@ -178,6 +178,12 @@ struct Outcome {
 impl Scenario for Shared {
     const NAME: &'static str = "ticker";
 
+    type Outcome = Outcome;
+
+    fn client(client: Client<Self>) -> impl Future<Output = (Conn, Outcome)> + Send {
+        run_client(client)
+    }
+
     fn progress(&self, secs: f64) -> String {
         format!(
             "subscribed {}  quotes/s {:.0}  feed latency {}",
@@ -205,11 +211,13 @@ async fn create_session(
     other_host: &mut Option<String>,
 ) -> Result<String, JoinFail> {
     let body = json!({ "symbols": symbols, "room": room });
-    let response = http::request(target, "POST", SESSIONS_PATH, Some(&body))
+    let response = target
+        .http()
+        .post_json(&target.http_url(SESSIONS_PATH), &body)
         .await
         .map_err(|e| JoinFail::Session(format!("{e:#}")))?;
-    let (url, other) =
-        session_url(target, response.status, &response.json).map_err(JoinFail::Session)?;
+    let json = response.json().unwrap_or(Value::Null);
+    let (url, other) = session_url(target, response.status, &json).map_err(JoinFail::Session)?;
     *other_host = other;
     Ok(url)
 }
@@ -279,6 +287,83 @@ async fn join_ticker(
     Ok((ws, welcome))
 }
 
+/// One trading client's talk: subscribes (flow `subscribe`), waits for the ack, reads quotes.
+struct Trader<'a> {
+    id: usize,
+    run: &'a Run<Shared>,
+    wanted: Vec<u32>,
+    out: Outcome,
+    requested_at: Instant,
+    ack: Option<Instant>,
+}
+
+impl Talk for Trader<'_> {
+    fn opening(&mut self) -> Option<Vec<u8>> {
+        let shared = &self.run.scenario;
+        if shared.flow != Flow::Subscribe {
+            return None;
+        }
+        let subscribe = ClientMessage {
+            body: Some(client_message::Body::Subscribe(Subscribe {
+                symbols: shared.symbol_names(&self.wanted),
+            })),
+        };
+        self.requested_at = Instant::now();
+        Some(subscribe.encode_to_vec())
+    }
+
+    fn frame(&mut self, conn: &mut Conn, frame: Bytes, now: Instant) -> Step {
+        let Read::Msg(msg, now) = conn.decode(frame, now) else {
+            return Step::Stay;
+        };
+        let shared = &self.run.scenario;
+        match msg.body {
+            Some(server_message::Body::Snapshot(snap)) => {
+                let (id, wanted, ack) = (self.id, &self.wanted, self.ack);
+                on_snapshot(self.run, id, wanted, ack, &mut self.out, &snap, now);
+            }
+            Some(server_message::Body::Subscriptions(s)) if self.ack.is_none() => {
+                self.ack = Some(now);
+                self.out.acked = true;
+                let asked: Vec<&str> = self
+                    .wanted
+                    .iter()
+                    .map(|&i| shared.names[i as usize].as_str())
+                    .collect();
+                self.out.ack_mismatch = !same_symbols(&s.symbols, &asked);
+                shared.subscribed.fetch_add(1, Relaxed);
+                let us = (now - self.requested_at).as_micros() as u64;
+                shared.subscribe_latency.record(self.id, us);
+            }
+            Some(server_message::Body::Error(e)) if self.ack.is_none() => {
+                self.out.subscribe_fail = Some(SubscribeFail::Rejected {
+                    code: swarm::error_name(e.code),
+                    message: e.message,
+                });
+                return Step::Leave;
+            }
+            _ => {}
+        }
+        Step::Stay
+    }
+
+    fn ended(&mut self) {
+        if self.ack.is_none() {
+            self.out.subscribe_fail = Some(SubscribeFail::Closed);
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.ack
+            .is_none()
+            .then(|| self.requested_at + SUBSCRIBE_TIMEOUT)
+    }
+
+    fn expired(&mut self) {
+        self.out.subscribe_fail = Some(SubscribeFail::Timeout);
+    }
+}
+
 /// One simulated trading client: joins, subscribes, then reads quotes until told to stop.
 async fn run_client(client: Client<Shared>) -> (Conn, Outcome) {
     let Client { id, run, mut stop } = client;
@@ -289,87 +374,30 @@ async fn run_client(client: Client<Shared>) -> (Conn, Outcome) {
         wanted: wanted.len(),
         ..Outcome::default()
     };
-    let mut requested_at = Instant::now();
+    let requested_at = Instant::now();
     let attempt = join_ticker(&run, &mut conn, id, &wanted, &mut out.other_host);
     let joined = swarm::bounded(&mut stop, attempt).await;
     let Some((mut ws, _)) = conn.admitted(swarm, id, joined) else {
         return (conn, out);
     };
-    let mut server_closed = false;
-    if shared.flow == Flow::Subscribe {
-        let subscribe = ClientMessage {
-            body: Some(client_message::Body::Subscribe(Subscribe {
-                symbols: shared.symbol_names(&wanted),
-            })),
-        };
-        requested_at = Instant::now();
-        if let Err(e) = ws
-            .send(Message::Binary(subscribe.encode_to_vec().into()))
-            .await
-        {
-            tracing::debug!(client = id, "subscribe failed: {e}");
-            conn.ended_early = true;
-            out.subscribe_fail = Some(SubscribeFail::Closed);
-            swarm::leave(swarm, ws, false).await;
-            return (conn, out);
-        }
-    }
-    let window = shared.initial_window;
-    let mut ack: Option<Instant> = None;
-
-    loop {
-        tokio::select! {
-            msg = ws.next() => match conn.read(swarm, msg) {
-                Read::Msg(msg, now) => match msg.body {
-                    Some(server_message::Body::Snapshot(snap)) => {
-                        on_snapshot(&run, id, &wanted, ack, &mut out, &snap, now);
-                    }
-                    Some(server_message::Body::Subscriptions(s)) if ack.is_none() => {
-                        ack = Some(now);
-                        out.acked = true;
-                        let asked: Vec<&str> =
-                            wanted.iter().map(|&i| shared.names[i as usize].as_str()).collect();
-                        out.ack_mismatch = !same_symbols(&s.symbols, &asked);
-                        shared.subscribed.fetch_add(1, Relaxed);
-                        shared
-                            .subscribe_latency
-                            .record(id, (now - requested_at).as_micros() as u64);
-                    }
-                    Some(server_message::Body::Error(e)) if ack.is_none() => {
-                        out.subscribe_fail = Some(SubscribeFail::Rejected {
-                            code: swarm::error_name(e.code),
-                            message: e.message,
-                        });
-                        break;
-                    }
-                    _ => {}
-                },
-                Read::Skip => {}
-                end => {
-                    server_closed = conn.ended(id, end);
-                    if ack.is_none() {
-                        out.subscribe_fail = Some(SubscribeFail::Closed);
-                    }
-                    break;
-                }
-            },
-            _ = tokio::time::sleep_until(requested_at + SUBSCRIBE_TIMEOUT), if ack.is_none() => {
-                out.subscribe_fail = Some(SubscribeFail::Timeout);
-                break;
-            }
-            _ = stop.changed() => break,
-        }
-    }
-
+    let mut trader = Trader {
+        id,
+        run: &run,
+        wanted,
+        out,
+        requested_at,
+        ack: None,
+    };
+    let server_closed = talk(swarm, &mut conn, id, &mut ws, &mut stop, None, &mut trader).await;
+    let Trader { mut out, ack, .. } = trader;
     if let Some(ack) = ack {
+        let window = shared.initial_window;
         out.updates_per_s = swarm.rate_since(ack, out.window_updates);
         out.initial_missing = out.first.missing(Instant::now(), ack, window, out.wanted);
         if let Some(done) = out.first.complete_at {
             let us = done.saturating_duration_since(ack).as_micros() as u64;
             shared.initial_latency.record(id, us);
         }
-    }
-    if ack.is_some() {
         shared.subscribed.fetch_sub(1, Relaxed);
     }
     swarm::leave(swarm, ws, server_closed).await;
@@ -428,7 +456,8 @@ fn on_snapshot(
 /// The room's symbols, from `GET /api/v1/quotes?room=ROOM`.
 async fn fetch_universe(target: &Target, room: &str) -> anyhow::Result<Vec<String>> {
     let path = format!("/api/v1/quotes?room={}", http::query_value(room));
-    parse_universe(&http::get_json(target, &path).await?).with_context(|| format!("GET {path}"))
+    let json = target.http().get_json(&target.http_url(&path)).await?;
+    parse_universe(&json).with_context(|| format!("GET {path}"))
 }
 
 fn parse_universe(json: &Value) -> anyhow::Result<Vec<String>> {
@@ -521,7 +550,7 @@ pub async fn run(args: TickerArgs) -> anyhow::Result<TickerReport> {
         quotes: LiveCount::default(),
     };
     let clients = args.clients as usize;
-    let done = swarm::drive(&args.swarm, clients, &args.room, shared, run_client).await?;
+    let done = swarm::drive(Plan::ramp(&args.swarm, clients, &args.room), shared).await?;
     let shared = &done.run.scenario;
     let hold_s = done.common.head.timing.hold_s;
     let config = TickerConfig {

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::drive::{GRACE, Gathered, Joint, Run, Scenario};
-use crate::proc;
+use crate::limits;
 use crate::swarm::{Conn, Swarm, SwarmArgs};
 use crate::wire;
 
@@ -138,7 +138,7 @@ impl Role {
 /// Workers for `clients` clients under this process's open-file limit (which the workers
 /// share: it is per process).
 fn auto_workers(clients: usize) -> u32 {
-    let per_process = proc::nofile_limit().map_or(u64::MAX, |l| l.max_clients.max(1));
+    let per_process = limits::nofile_limit().map_or(u64::MAX, |l| l.max_clients.max(1));
     (clients as u64)
         .div_ceil(per_process)
         .clamp(1, u64::from(MAX_WORKERS)) as u32
@@ -368,13 +368,7 @@ impl Fleet {
     ) -> Gathered<O> {
         self.stdins.clear();
         let deadline = Instant::now() + GRACE + HAND_IN;
-        let mut gathered = Gathered {
-            outcomes: Vec::new(),
-            aborted: 0,
-            worker_cpu: Vec::new(),
-            interrupted: false,
-            warnings: Vec::new(),
-        };
+        let mut gathered = Gathered::new(Vec::new());
         for (index, child) in self.children.iter_mut().enumerate() {
             let exit = match tokio::time::timeout_at(deadline, child.wait()).await {
                 Ok(Ok(status)) => Some(status),

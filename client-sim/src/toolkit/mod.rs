@@ -1,0 +1,7 @@
+//! What client-sim, the integration tests and the benches share instead of each keeping a
+//! copy: the HTTP client ([`http`]), Prometheus text ([`prom`]) and the machine and its
+//! processes ([`host`]: `/proc`, the open-file limit).
+
+pub mod host;
+pub mod http;
+pub mod prom;
