@@ -5,15 +5,15 @@
 #
 #   benches/compare.sh BEFORE_BIN_DIR AFTER_BIN_DIR [RUNS] [GAME_N] [CHAT_VIEWERS]
 #
-# Each BIN_DIR holds a release `tickroom`; the client-sim of AFTER_BIN_DIR drives both, so
-# only the server differs. Prints one line per run and the medians: server CPU per frame
+# Each BIN_DIR holds a release `tickroom`; one client-sim drives both, so only the server
+# differs: AFTER_BIN_DIR's, or SIM=/path/to/client-sim. Prints one line per run and the medians: server CPU per frame
 # written (game: µs = cpu % of one core ÷ frames written per s) and per chat batch (ms).
 set -euo pipefail
 before=$1 after=$2 runs=${3:-3} game_n=${4:-2000} viewers=${5:-15000}
 cd "$(dirname "$0")/.."
 ulimit -n "$(ulimit -Hn)"
 port=18080 ops=19090
-sim="$after/client-sim"
+sim="${SIM:-$after/client-sim}"
 out=$(mktemp -d)
 
 one() { # label bin scenario args...
@@ -34,10 +34,12 @@ figure() { # json pointer expression over the report
 import json, sys
 r = json.load(open(sys.argv[1]))
 m = r["server"]["metrics"]
+cpu, fps = m["cpu_percent_of_one_core"], m["frames_written_per_s"]
 if sys.argv[2] == "game":
-    print(f'{m["cpu_percent_of_one_core"] / 100 / m["frames_written_per_s"] * 1e6:.2f}')
+    print(f'{cpu / 100 / fps * 1e6:.2f}')
 else:
-    print(f'{m["cpu_percent_of_one_core"] / 100 * 200:.1f}')  # ms of CPU per 5 Hz batch
+    print(f'{cpu / 100 * 200:.1f}')  # ms of CPU per 5 Hz batch
+print(f'({cpu:.0f} % CPU, {fps:,.0f} frames/s)', file=sys.stderr)
 PY
 }
 
@@ -47,11 +49,11 @@ for run in $(seq "$runs"); do
         bin=${!side}
         one "game-$side-$run" "$bin" game --clients "$game_n" --room arena --input-hz 30 \
             --ramp 1000 --duration 15
-        g=$(figure "$out/game-$side-$run.json" game)
+        g=$(figure "$out/game-$side-$run.json" game 2>>"$out/figures.log")
         one "chat-$side-$run" "$bin" chat --viewers "$viewers" --senders 100 --rate 1 \
             --room chat --ramp 2000 --duration 20
-        c=$(figure "$out/chat-$side-$run.json" chat)
-        echo "run $run $side: game ${g} µs CPU/frame, chat ${c} ms CPU/batch"
+        c=$(figure "$out/chat-$side-$run.json" chat 2>>"$out/figures.log")
+        echo "run $run $side: game ${g} µs CPU/frame, chat ${c} ms CPU/batch $(tail -2 "$out/figures.log" | tr '\n' ' ')"
         results[$side-game]+="$g "
         results[$side-chat]+="$c "
     done

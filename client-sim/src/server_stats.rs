@@ -86,6 +86,7 @@ mod tests {
             (r.sessions, r.tick_duration_us.p99, r.kind.as_str()),
             (3, 90, "game")
         );
-        assert!(parse_room(&serde_json::json!({"name": "x"})).is_err());
+        let e = parse_room(&serde_json::json!({"name": "x"})).unwrap_err();
+        assert!(e.to_string().contains("missing or not a number"), "{e}");
     }
 }

@@ -139,16 +139,17 @@ mod tests {
         assert!(resolve("ws://[::1]:9/ws").await.is_ok());
         assert!(resolve("ws://localhost:9/ws").await.is_ok());
         assert_eq!(resolve("ws://127.0.0.2/").await.unwrap().addr.port(), 80);
-        for bad in [
-            "ws://10.0.0.1:8080/ws",
-            "ws://[2001:db8::1]:8080/ws",
-            "wss://127.0.0.1/ws",
-            "http://127.0.0.1/ws",
-            "ws://user@127.0.0.1/ws",
-            "ws://127.0.0.1:notaport/ws",
-            "ws:///ws",
+        for (bad, why) in [
+            ("ws://10.0.0.1:8080/ws", "not loopback"),
+            ("ws://[2001:db8::1]:8080/ws", "not loopback"),
+            ("wss://127.0.0.1/ws", "wss:// is not supported"),
+            ("http://127.0.0.1/ws", "expected a ws:// URL"),
+            ("ws://user@127.0.0.1/ws", "user info is not supported"),
+            ("ws://127.0.0.1:notaport/ws", "bad port"),
+            ("ws:///ws", "no host"),
         ] {
-            assert!(resolve(bad).await.is_err(), "{bad} accepted");
+            let e = resolve(bad).await.expect_err(bad).to_string();
+            assert!(e.contains(why), "{bad}: {e}");
         }
     }
 
@@ -165,13 +166,14 @@ mod tests {
             resolve_http("http://[::1]:9?x=1").await.unwrap().path,
             "/?x=1"
         );
-        for bad in [
-            "http://10.0.0.1:9090/metrics",
-            "https://127.0.0.1/metrics",
-            "ws://127.0.0.1:9090/metrics",
-            "127.0.0.1:9090/metrics",
+        for (bad, why) in [
+            ("http://10.0.0.1:9090/metrics", "not loopback"),
+            ("https://127.0.0.1/metrics", "https:// is not supported"),
+            ("ws://127.0.0.1:9090/metrics", "expected a http:// URL"),
+            ("127.0.0.1:9090/metrics", "expected a http:// URL"),
         ] {
-            assert!(resolve_http(bad).await.is_err(), "{bad} accepted");
+            let e = resolve_http(bad).await.expect_err(bad).to_string();
+            assert!(e.contains(why), "{bad}: {e}");
         }
     }
 

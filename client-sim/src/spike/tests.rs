@@ -25,7 +25,14 @@ async fn the_server_settles_after_a_reset_spike() {
     assert_eq!(connections(&m.end_of_hold), Some(50), "{m:#?}");
     assert_eq!(connections(&s.last), Some(0), "{s:#?}");
     assert!(m.rss_before_bytes.unwrap() > 0 && s.rss_peak_bytes >= m.rss_before_bytes);
-    assert!(s.rss_after_within_10pct.is_some());
+    // The server shares this process with other tests, so whether its RSS came back is not
+    // asserted; that the verdict is the one its two figures give is.
+    let (before, after) = (m.rss_before_bytes.unwrap(), s.rss_after_bytes.unwrap());
+    assert_eq!(
+        s.rss_after_within_10pct,
+        Some(after as f64 <= before as f64 * 1.1),
+        "{s:#?}"
+    );
     // The client never closed politely: no close frame came back either.
     assert!(r.tail.close_codes.is_empty(), "{:?}", r.tail.close_codes);
     assert!(r.table().contains("back to the baseline"), "{}", r.table());

@@ -48,8 +48,10 @@ fn session_answers() {
         e.contains("status 400") && e.contains("unknown symbols") && e.contains("NOPE"),
         "{e}"
     );
-    assert!(session_url(&t, 200, &json!({})).is_err());
-    assert!(session_url(&t, 200, &json!({"ws_url": "http://x/ws"})).is_err());
+    let e = session_url(&t, 200, &json!({})).unwrap_err();
+    assert!(e.contains("no ws_url"), "{e}");
+    let e = session_url(&t, 200, &json!({"ws_url": "http://x/ws"})).unwrap_err();
+    assert!(e.contains("is not a ws:// URL"), "{e}");
 }
 
 #[test]
@@ -58,8 +60,10 @@ fn parses_the_quote_list() {
         {"symbol": "SYM001", "last": 1.0, "seq": 3}, {"symbol": "SYM002", "last": 2.0, "seq": 1}
     ]});
     assert_eq!(parse_universe(&json).unwrap(), ["SYM001", "SYM002"]);
-    assert!(parse_universe(&json!({"quotes": [{"last": 1.0}]})).is_err());
-    assert!(parse_universe(&json!({})).is_err());
+    let e = parse_universe(&json!({"quotes": [{"last": 1.0}]})).unwrap_err();
+    assert!(e.to_string().contains("a quote without \"symbol\""), "{e}");
+    let e = parse_universe(&json!({})).unwrap_err();
+    assert!(e.to_string().contains("no \"quotes\" array"), "{e}");
 }
 
 #[test]
