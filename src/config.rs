@@ -72,10 +72,15 @@ pub struct SessionConfig {
     pub rate_burst: u32,
     pub abuse_drops: u32,
     pub abuse_window_ms: u64,
-    /// Kernel send buffer of each connection (SO_SNDBUF), 0 for the system's default. A
-    /// smaller buffer holds fewer stale frames for a slow reader: the server's newest-value
-    /// conflation starts sooner.
+    /// Kernel send buffer of each connection (SO_SNDBUF), 0 for the system's default.
     pub send_buffer_bytes: usize,
+    /// Bytes that may wait unsent in a session's socket (TCP_NOTSENT_LOWAT): beyond it the
+    /// server stops writing to the session and its snapshots conflate in the outbox. 0: no
+    /// bound but the kernel's send buffer.
+    pub max_unsent_bytes: usize,
+    /// A session whose writes stay deferred this long (socket full, or its flow-control
+    /// window never reopened) is closed with 4000; checked at each heartbeat. 0: never.
+    pub stall_timeout_ms: u64,
 }
 
 impl Default for SessionConfig {
@@ -90,6 +95,8 @@ impl Default for SessionConfig {
             abuse_drops: 600,
             abuse_window_ms: 10_000,
             send_buffer_bytes: 0,
+            max_unsent_bytes: 32 * 1024,
+            stall_timeout_ms: 30_000,
         }
     }
 }
@@ -103,6 +110,9 @@ impl SessionConfig {
     }
     pub fn abuse_window(&self) -> Duration {
         Duration::from_millis(self.abuse_window_ms)
+    }
+    pub fn stall_timeout(&self) -> Duration {
+        Duration::from_millis(self.stall_timeout_ms)
     }
 }
 

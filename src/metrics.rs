@@ -43,6 +43,9 @@ const ERROR_CODES: [ErrorCode; 15] = [
     ErrorCode::NameRequired,
 ];
 
+/// Why writes to a session were deferred (`tickroom_writes_deferred_total{reason}`).
+const DEFERRED: [&str; 2] = ["unsent", "window"];
+
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
@@ -63,6 +66,10 @@ pub struct Metrics {
     flush: Histogram,
     /// Largest reliable backlog a writer found since the last scrape.
     reliable_backlog_max: AtomicU64,
+    /// Most unsent bytes a socket held when a writer stopped writing to it, since the last
+    /// scrape.
+    unsent_max: AtomicU64,
+    deferred: [Counter; 2],
 }
 
 impl std::fmt::Debug for Metrics {
@@ -102,6 +109,8 @@ impl Metrics {
             rejected: Vec::new(),
             flush: Histogram::noop(),
             reliable_backlog_max: AtomicU64::new(0),
+            unsent_max: AtomicU64::new(0),
+            deferred: [Counter::noop(), Counter::noop()],
             recorder,
             handle,
         };
@@ -120,6 +129,11 @@ impl Metrics {
             })
             .collect();
         m.flush = m.histogram("tickroom_flush_duration_seconds", &[]);
+        m.deferred =
+            DEFERRED.map(|why| m.counter("tickroom_writes_deferred_total", &[("reason", why)]));
+        for c in &m.deferred {
+            c.increment(0);
+        }
         for c in [
             m.counter("tickroom_slow_consumer_disconnects_total", &[]),
             m.counter("tickroom_snapshots_conflated_total", &[]),
@@ -166,6 +180,19 @@ impl Metrics {
     /// A writer found `n` reliable frames waiting.
     pub fn reliable_backlog(&self, n: usize) {
         self.reliable_backlog_max.fetch_max(n as u64, Relaxed);
+    }
+
+    /// A writer stopped writing to a session: its socket held as many unsent bytes as allowed
+    /// (`unsent`), or the client's flow-control window was used up (`window`).
+    pub fn writes_deferred(&self, reason: &str) {
+        if let Some(i) = DEFERRED.iter().position(|r| *r == reason) {
+            self.deferred[i].increment(1);
+        }
+    }
+
+    /// A socket held `n` unsent bytes when a writer stopped writing to it.
+    pub fn unsent_bytes(&self, n: usize) {
+        self.unsent_max.fetch_max(n as u64, Relaxed);
     }
 
     /// A client message answered with an `Error` (or dropped by the rate limit).
@@ -224,6 +251,8 @@ impl Metrics {
     pub fn render(&self, connections_active: u64) -> String {
         self.gauge("tickroom_reliable_queue_max", &[])
             .set(self.reliable_backlog_max.swap(0, Relaxed) as f64);
+        self.gauge("tickroom_socket_unsent_bytes_max", &[])
+            .set(self.unsent_max.swap(0, Relaxed) as f64);
         self.gauge("tickroom_connections_active", &[])
             .set(connections_active as f64);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {

@@ -326,6 +326,15 @@ async fn anonymous_long_and_fast_senders_get_errors() {
         }))
         .await;
     expect_error(&mut named, ErrorCode::InvalidArgument).await;
+    // A name that trims to nothing is not a name (an empty one joins as a viewer).
+    named
+        .send(Body::Join(tickroom::proto::v1::Join {
+            room: "live".into(),
+            name: "   ".into(),
+            ..Default::default()
+        }))
+        .await;
+    expect_error(&mut named, ErrorCode::InvalidArgument).await;
     // Accepted messages kept their ids in order; the refused ones never got one.
     let mut ids = HashMap::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);

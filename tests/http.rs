@@ -52,3 +52,32 @@ async fn a_plain_get_on_the_websocket_path_is_told_to_upgrade() {
     assert!(body.contains("WebSocket"), "{body}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_methods_get_405_with_allow_and_a_body_that_says_so() {
+    let server = start(test_config()).await;
+    for method in ["HEAD", "POST", "PUT"] {
+        let a = http_answer(server.addr, method, "/ws", &[], "").await;
+        assert_eq!(a.status, 405, "{method} /ws");
+        assert_eq!(a.headers["allow"], "GET", "{method} /ws");
+        if method != "HEAD" {
+            assert_eq!(a.text(), "use GET to open a WebSocket\n");
+        }
+    }
+    // The REST API answers JSON errors, wrong methods included.
+    for (method, path, allow) in [
+        ("GET", "/api/v1/sessions", "POST"),
+        ("DELETE", "/api/v1/sessions", "POST"),
+        ("POST", "/api/v1/quotes", "GET, HEAD"),
+    ] {
+        let a = http_answer(server.addr, method, path, &[], "").await;
+        assert_eq!(a.status, 405, "{method} {path}");
+        assert_eq!(a.headers["allow"], allow, "{method} {path}");
+        let v: serde_json::Value = serde_json::from_slice(&a.body).expect("a JSON error");
+        assert!(
+            v["error"].as_str().unwrap().contains(allow),
+            "{method} {path}: {v}"
+        );
+    }
+    server.stop().await;
+}

@@ -254,10 +254,19 @@ async fn the_rest_flow_streams_exactly_the_requested_symbols() {
         wanted.into_iter().collect(),
         "exactly the requested symbols"
     );
-    // The same session id works again for a reconnect while it is valid.
-    drop(c);
+    // A second WebSocket on the same id takes it over with the prepared symbols; the first
+    // is closed as a game resume closes the old connection.
     let mut again = Client::connect_url(url).await;
     assert_eq!(ack(&mut again).await, wanted);
+    let closed = c.expect_close().await;
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (4002, "session resumed by another connection")
+    );
+    // And after that one leaves, the id still works while it is valid.
+    drop(again);
+    let mut third = Client::connect_url(url).await;
+    assert_eq!(ack(&mut third).await, wanted);
     server.stop().await;
 }
 

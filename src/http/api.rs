@@ -258,9 +258,27 @@ async fn quotes(
     }))
 }
 
+/// 405 with the JSON error body every API answer has, and `Allow`.
+fn wrong_method(allow: &'static str) -> Response {
+    let mut resp = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method not allowed; use {allow}"),
+    )
+    .into_response();
+    resp.headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+    resp
+}
+
 /// Routes of the REST API, merged into the public router.
 pub fn router() -> Router<Arc<SessionHub>> {
     Router::new()
-        .route("/api/v1/sessions", post(create_session))
-        .route("/api/v1/quotes", get(quotes))
+        .route(
+            "/api/v1/sessions",
+            post(create_session).fallback(|| async { wrong_method("POST") }),
+        )
+        .route(
+            "/api/v1/quotes",
+            get(quotes).fallback(|| async { wrong_method("GET, HEAD") }),
+        )
 }

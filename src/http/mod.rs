@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::clock::unix_time_us;
 use crate::rooms::RoomInfo;
-use crate::transport::{SessionHub, ws_upgrade};
+use crate::transport::{SessionHub, ws_method_not_allowed, ws_upgrade};
 
 #[derive(Serialize)]
 struct Rooms {
@@ -37,7 +37,7 @@ async fn index() -> &'static str {
 pub fn public_router(hub: Arc<SessionHub>) -> Router {
     Router::new()
         .route("/", get(index))
-        .route("/ws", get(ws_upgrade))
+        .route("/ws", get(ws_upgrade).fallback(ws_method_not_allowed))
         .route("/rooms", get(rooms))
         .merge(api::router())
         .with_state(hub)

@@ -156,11 +156,15 @@ impl Default for ChatCounters {
 
 /// Checks a display name: trimmed, 1–32 characters, no control characters.
 fn check_name(name: &str) -> Result<Option<Arc<str>>, CommandError> {
-    let name = name.trim();
+    // Empty: an anonymous viewer. Blank (only spaces) is a name that trims to nothing.
     if name.is_empty() {
         return Ok(None);
     }
-    if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+    let name = name.trim();
+    if name.is_empty()
+        || name.chars().count() > MAX_NAME_CHARS
+        || name.chars().any(char::is_control)
+    {
         return Err(CommandError::new(
             ErrorCode::InvalidArgument,
             format!("join: name must be 1-{MAX_NAME_CHARS} characters without control characters"),

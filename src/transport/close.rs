@@ -14,6 +14,9 @@ pub enum CloseReason {
     HeartbeatTimeout,
     /// The reliable queue overflowed.
     SlowConsumer,
+    /// The client did not take its frames for `stall_timeout_ms` (socket full or its
+    /// flow-control window never reopened).
+    Stalled,
     /// The client kept exceeding the message rate limit.
     RateAbuse,
     /// A message larger than the configured maximum.
@@ -34,11 +37,12 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// Every reason, for metrics that start at zero.
-    pub const ALL: [CloseReason; 12] = [
+    pub const ALL: [CloseReason; 13] = [
         CloseReason::ClientClosed,
         CloseReason::PeerGone,
         CloseReason::HeartbeatTimeout,
         CloseReason::SlowConsumer,
+        CloseReason::Stalled,
         CloseReason::RateAbuse,
         CloseReason::MessageTooBig,
         CloseReason::TextFrame,
@@ -56,6 +60,7 @@ impl CloseReason {
             CloseReason::PeerGone => (1001, "connection lost"),
             CloseReason::HeartbeatTimeout => (4001, "heartbeat timeout"),
             CloseReason::SlowConsumer => (4000, "slow consumer: reliable queue overflow"),
+            CloseReason::Stalled => (4000, "slow consumer: not reading"),
             CloseReason::RateAbuse => (1008, "message rate limit exceeded"),
             CloseReason::MessageTooBig => (1009, "message too big"),
             CloseReason::TextFrame => (1003, "text frames are not supported; send binary protobuf"),
@@ -74,6 +79,7 @@ impl CloseReason {
             CloseReason::PeerGone => "peer_gone",
             CloseReason::HeartbeatTimeout => "timeout",
             CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::Stalled => "stalled",
             CloseReason::RateAbuse => "rate_abuse",
             CloseReason::MessageTooBig => "message_too_big",
             CloseReason::TextFrame => "text_frame",
@@ -90,7 +96,7 @@ impl CloseReason {
         match self {
             CloseReason::ClientClosed | CloseReason::PeerGone => LeaveReason::Disconnected,
             CloseReason::HeartbeatTimeout => LeaveReason::TimedOut,
-            CloseReason::SlowConsumer => LeaveReason::SlowConsumer,
+            CloseReason::SlowConsumer | CloseReason::Stalled => LeaveReason::SlowConsumer,
             CloseReason::ResumedElsewhere => LeaveReason::Replaced,
             CloseReason::ShuttingDown | CloseReason::RoomClosed => LeaveReason::Shutdown,
             CloseReason::RateAbuse
@@ -142,7 +148,8 @@ mod tests {
                 CloseReason::ClientClosed,
                 CloseReason::PeerGone,
                 CloseReason::HeartbeatTimeout,
-                CloseReason::SlowConsumer
+                CloseReason::SlowConsumer,
+                CloseReason::Stalled
             ]
         );
     }

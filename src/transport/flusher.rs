@@ -87,6 +87,14 @@ impl Link {
             w.wake();
         }
     }
+
+    /// The wire went from Held to Queued (the client's window reopened): put it on the
+    /// flusher's queue and wake the flusher now.
+    pub fn requeue(&self) {
+        if let Some(w) = self.shard.push(self.wire.clone()) {
+            w.wake();
+        }
+    }
 }
 
 impl Drain for Link {

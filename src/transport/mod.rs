@@ -14,4 +14,5 @@ pub use close::CloseReason;
 pub use listener::{ConnGuard, serve};
 pub use prepared::{Full, Prepared, PreparedSessions};
 pub use session::{SessionHub, Start, run_session, ws_config};
-pub use upgrade::ws_upgrade;
+pub use upgrade::{method_not_allowed as ws_method_not_allowed, ws_upgrade};
+pub use wire::Deferred;

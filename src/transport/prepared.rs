@@ -3,11 +3,15 @@
 //!
 //! A prepared session names a ticker room and its symbols. It stays valid while a WebSocket
 //! is attached, and for `ttl` after the last one detaches (or after it was made, if none ever
-//! attaches), so a client can reconnect with the same id; then it expires.
+//! attaches), so a client can reconnect with the same id; then it expires. One WebSocket holds
+//! it at a time: a newer one takes it over and the older is closed (4002), as a game resume
+//! does.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
+
+use super::wire::Wire;
 
 #[derive(Debug)]
 struct Entry {
@@ -15,6 +19,8 @@ struct Entry {
     symbols: Arc<[String]>,
     attached: u32,
     idle_since: Instant,
+    /// The WebSocket that holds it now.
+    holder: Weak<Wire>,
 }
 
 /// What a WebSocket attaching to a prepared session streams.
@@ -80,6 +86,7 @@ impl PreparedSessions {
                 symbols: symbols.into(),
                 attached: 0,
                 idle_since: now,
+                holder: Weak::new(),
             },
         );
         Ok(id)
@@ -99,6 +106,15 @@ impl PreparedSessions {
             room: entry.room.clone(),
             symbols: entry.symbols.clone(),
         })
+    }
+
+    /// Makes `wire` the session's WebSocket; returns the one that held it before, if it is
+    /// still open, for the caller to close.
+    pub fn hold(&self, id: &str, wire: &Arc<Wire>) -> Option<Arc<Wire>> {
+        let mut entries = self.lock();
+        let entry = entries.get_mut(id)?;
+        let before = std::mem::replace(&mut entry.holder, Arc::downgrade(wire));
+        before.upgrade().filter(|w| !Arc::ptr_eq(w, wire))
     }
 
     /// A WebSocket attached with [`attach`](Self::attach) ended; the ttl starts again.

@@ -30,7 +30,7 @@ use tokio_util::task::TaskTracker;
 use super::close::CloseReason;
 use super::flusher::{Flushers, Link};
 use super::prepared::{Prepared, PreparedSessions};
-use super::wire::{PING_FRAME, Wire, WriteState, close_frame};
+use super::wire::{PING_FRAME, Wire, WriteState, close_frame, set_unsent_bound};
 use crate::clock::unix_time_us;
 use crate::config::SessionConfig;
 use crate::engine::{JoinRequest, LeaveReason, Outbox, SessionCommand, SessionId};
@@ -157,7 +157,13 @@ pub async fn run_session<K>(
     let _active = ActiveGuard(&hub.active);
     let id = hub.next_id.fetch_add(1, Relaxed);
     let outbox = Arc::new(Outbox::new(hub.config.reliable_queue));
-    let wire = Wire::new(tcp, outbox.clone());
+    let max_unsent = hub.config.max_unsent_bytes;
+    if max_unsent > 0
+        && let Err(e) = set_unsent_bound(&tcp, max_unsent)
+    {
+        tracing::debug!(%peer, error = %e, "cannot bound the socket's unsent bytes");
+    }
+    let wire = Wire::new(tcp, outbox.clone(), max_unsent);
     let link = Link::attach(wire.clone(), hub.flushers.shard(id));
     let mut stream = WebSocketStream::from_partially_read(
         wire.io(),
@@ -171,6 +177,7 @@ pub async fn run_session<K>(
         wire.clone(),
         token.clone(),
         hub.config.ping_interval(),
+        hub.config.stall_timeout(),
         hub.metrics.clone(),
     ));
     tracing::debug!(session = id, %peer, "session started");
@@ -198,6 +205,10 @@ pub async fn run_session<K>(
             wire.close(CloseReason::UnknownSession);
         }
         Start::Prepared(p) => {
+            // The newest WebSocket on a prepared session wins, like a game resume.
+            if let Some(older) = hub.prepared.hold(&p.id, &wire) {
+                older.close(CloseReason::ResumedElsewhere);
+            }
             _detach = Some(Detach(&hub.prepared, p.id));
             reader
                 .join(Join {
@@ -346,6 +357,12 @@ impl Reader<'_> {
                     server_time_us: unix_time_us(),
                 });
                 self.send(pong);
+            }
+            // Flow control is the session's own business: the room never hears of it.
+            Some(Body::Ack(ack)) => {
+                if self.wire.ack(ack.tick, ack.window) {
+                    self.link.requeue();
+                }
             }
             // An address blocked after this connection opened can still not send.
             Some(Body::ChatSend(_)) if self.hub.registry.blocks().ip_blocked(self.peer) => {
@@ -500,43 +517,41 @@ async fn write_loop(
     wire: Arc<Wire>,
     token: CancellationToken,
     ping_every: Duration,
+    stall_timeout: Duration,
     metrics: Arc<Metrics>,
 ) {
     let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // A flusher writes a session's frames in steady state; this task wakes for pings, a full
-    // socket (Blocked: it waits until writable and takes over) and the end (Closing).
+    // socket (Blocked: it waits until the socket has room and takes over) and the end
+    // (Closing). A session whose writes stay deferred past the stall timeout is closed at
+    // the next heartbeat.
     loop {
+        let blocked = wire.state() == WriteState::Blocked;
         tokio::select! {
             biased;
             _ = token.cancelled() => {
                 wire.close(CloseReason::ShuttingDown);
+            }
+            r = wire.catch_up(&metrics), if blocked => {
+                if r.is_err() {
+                    wire.close(CloseReason::PeerGone);
+                }
             }
             _ = wire.writer_woken() => {}
             _ = ping.tick() => {
                 if wire.send_control(&PING_FRAME).is_err() {
                     wire.close(CloseReason::PeerGone);
                 }
-            }
-        }
-        match wire.state() {
-            WriteState::Closing | WriteState::Closed => break,
-            WriteState::Blocked => {
-                // A peer that stopped reading must not hold the writer past the session's end.
-                tokio::select! {
-                    biased;
-                    r = wire.catch_up(&metrics) => {
-                        if r.is_err() {
-                            wire.close(CloseReason::PeerGone);
-                        }
-                    }
-                    _ = token.cancelled() => {
-                        wire.close(CloseReason::ShuttingDown);
-                    }
-                    _ = wire.ended() => {}
+                if !stall_timeout.is_zero()
+                    && wire.deferred_for().is_some_and(|d| d >= stall_timeout)
+                {
+                    wire.close(CloseReason::Stalled);
                 }
             }
-            WriteState::Idle | WriteState::Queued => {}
+        }
+        if matches!(wire.state(), WriteState::Closing | WriteState::Closed) {
+            break;
         }
     }
     let reason = wire.close_reason().unwrap_or(CloseReason::PeerGone);

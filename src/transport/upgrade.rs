@@ -28,6 +28,17 @@ fn reject(status: StatusCode, why: &'static str) -> Response {
     (status, why).into_response()
 }
 
+/// Any method but GET on `/ws` (HEAD included: a HEAD cannot upgrade).
+pub async fn method_not_allowed() -> Response {
+    let mut resp = reject(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "use GET to open a WebSocket\n",
+    );
+    resp.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET"));
+    resp
+}
+
 /// The `session` parameter of the query string, if any.
 fn prepared_id(query: Option<&str>) -> Option<&str> {
     query?
@@ -44,10 +55,7 @@ pub async fn ws_upgrade(
     mut req: Request,
 ) -> Response {
     if req.method() != Method::GET {
-        return reject(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "use GET to open a WebSocket\n",
-        );
+        return method_not_allowed().await;
     }
     let headers = req.headers();
     if !header_has_token(headers, header::UPGRADE, "websocket")

@@ -21,20 +21,34 @@
 //! * **Blocked**: the socket did not take everything; the rest is `pending`. The session's
 //!   writer task waits until the socket is writable, writes it, then takes the outbox itself
 //!   until nothing is left. New snapshots wait (and conflate) in the outbox meanwhile.
+//! * **Held**: the client asked for flow control (`Ack`) and the last message written is a
+//!   whole window past its last acknowledged tick; frames wait (and conflate) in the outbox
+//!   until a newer `Ack` reopens the window.
 //! * **Closing**: the end is decided; the writer task writes what is left and the close
 //!   frame, within a bounded time.
 //! * **Closed**: the close frame went out or the socket failed; writes are dropped.
+//!
+//! **Unsent bytes are bounded.** Bytes the kernel has accepted are history that can no longer
+//! conflate, so a session may have only `max_unsent_bytes` of them unsent: the socket's
+//! `TCP_NOTSENT_LOWAT` is that bound (set at accept), and after every half of it written the
+//! writer asks the socket (`poll`, one system call per 16 KiB by default, none per tick) whether
+//! fewer than half the bound wait unsent. If not, the session goes Blocked with nothing
+//! pending and its writer task waits for the kernel's wake-up, which comes when the reader has
+//! taken enough; the frames wait in the outbox meanwhile. So at most `max_unsent_bytes` plus
+//! one write (a tick's frames) are ever in the socket unsent.
 //!
 //! Pings (the writer's timer) and tungstenite's own pong and close replies are control
 //! frames: written at once when nothing is pending, else after what is.
 
 use std::io::{self, IoSlice};
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -58,8 +72,40 @@ pub enum WriteState {
     Idle,
     Queued,
     Blocked,
+    Held,
     Closing,
     Closed,
+}
+
+/// Why writes were deferred (metrics label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deferred {
+    /// The socket holds as many unsent bytes as allowed.
+    Unsent,
+    /// The client's flow-control window is used up.
+    Window,
+}
+
+impl Deferred {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Deferred::Unsent => "unsent",
+            Deferred::Window => "window",
+        }
+    }
+}
+
+/// What may be written now.
+enum Gate {
+    Open,
+    Shut(Deferred),
+}
+
+/// The client's flow-control window (`Ack`).
+#[derive(Debug, Clone, Copy)]
+struct Flow {
+    acked: u64,
+    window: u64,
 }
 
 #[derive(Debug)]
@@ -72,6 +118,13 @@ struct Out {
     /// The transport's reason, once the session's end is decided (first wins).
     reason: Option<CloseReason>,
     batch: Vec<Bytes>,
+    /// Bytes written since the socket last said it had room (the unsent bound).
+    since_check: usize,
+    /// The tick of the last message written, for flow control.
+    last_tick: u64,
+    flow: Option<Flow>,
+    /// Since when writes have been deferred (Blocked or Held), for the stall timeout.
+    deferred_since: Option<Instant>,
 }
 
 /// See the module docs. Shared by the session's reader (through [`WireIo`]), its writer task
@@ -81,6 +134,8 @@ pub struct Wire {
     tcp: TcpStream,
     out: Mutex<Out>,
     outbox: Arc<Outbox>,
+    /// Ask the socket for room after this many bytes (half of `max_unsent_bytes`; 0: never).
+    check_every: usize,
     /// Wakes the writer task: Blocked or Closing.
     writer: Notify,
     /// Wakes whoever waits for the end (the reader).
@@ -88,7 +143,10 @@ pub struct Wire {
 }
 
 impl Wire {
-    pub fn new(tcp: TcpStream, outbox: Arc<Outbox>) -> Arc<Self> {
+    /// Wraps the socket; at most `max_unsent` bytes may wait unsent in it (0: no bound beyond
+    /// the kernel's own). The socket's `TCP_NOTSENT_LOWAT` must be `max_unsent`
+    /// ([`set_unsent_bound`]).
+    pub fn new(tcp: TcpStream, outbox: Arc<Outbox>, max_unsent: usize) -> Arc<Self> {
         Arc::new(Self {
             tcp,
             out: Mutex::new(Out {
@@ -97,8 +155,13 @@ impl Wire {
                 control: 0,
                 reason: None,
                 batch: Vec::new(),
+                since_check: 0,
+                last_tick: 0,
+                flow: None,
+                deferred_since: None,
             }),
             outbox,
+            check_every: max_unsent / 2,
             writer: Notify::new(),
             ended: Notify::new(),
         })
@@ -200,22 +263,95 @@ impl Wire {
     pub fn flush(&self, metrics: &Metrics) {
         let mut out = self.lock();
         if out.state != WriteState::Queued {
-            // Blocked, Closing or Closed: the writer task owns the socket.
+            // Blocked, Held, Closing or Closed: not the flusher's to write.
             return;
         }
         out.state = WriteState::Idle;
+        match self.gate(&mut out) {
+            Gate::Shut(why) => {
+                self.defer(&mut out, why, metrics);
+                return;
+            }
+            Gate::Open => {}
+        }
         match self.take_and_write(&mut out, metrics) {
             Ok(()) if !out.pending.is_empty() => {
                 if out.state == WriteState::Idle {
                     out.state = WriteState::Blocked;
+                    out.deferred_since.get_or_insert_with(Instant::now);
                     self.writer.notify_one();
                 }
             }
-            Ok(()) => {}
+            Ok(()) => out.deferred_since = None,
             Err(_) => {
                 drop(out);
                 self.close(CloseReason::PeerGone);
             }
+        }
+    }
+
+    /// Whether frames may be written now: the client's window, then (every `check_every`
+    /// bytes) the socket's unsent bytes.
+    fn gate(&self, out: &mut Out) -> Gate {
+        if let Some(f) = out.flow
+            && out.last_tick >= f.acked.saturating_add(f.window)
+        {
+            return Gate::Shut(Deferred::Window);
+        }
+        if self.check_every > 0 && out.since_check >= self.check_every {
+            if !has_room(&self.tcp) {
+                return Gate::Shut(Deferred::Unsent);
+            }
+            out.since_check = 0;
+        }
+        Gate::Open
+    }
+
+    /// Holds writes back: Held for the window (an `Ack` reopens it), Blocked for the socket
+    /// (the writer task waits for the kernel's wake-up).
+    fn defer(&self, out: &mut Out, why: Deferred, metrics: &Metrics) {
+        out.deferred_since.get_or_insert_with(Instant::now);
+        metrics.writes_deferred(why.as_str());
+        match why {
+            Deferred::Window => out.state = WriteState::Held,
+            Deferred::Unsent => {
+                metrics.unsent_bytes(unsent_bytes(&self.tcp));
+                out.state = WriteState::Blocked;
+                self.writer.notify_one();
+            }
+        }
+    }
+
+    /// The client acknowledged `tick` and asks for `window` ticks in flight (0: no flow
+    /// control). True when a held session may write again: the caller queues it.
+    pub fn ack(&self, tick: u64, window: u32) -> bool {
+        let mut out = self.lock();
+        out.flow = (window > 0).then(|| Flow {
+            acked: out.flow.map_or(tick, |f| f.acked.max(tick)),
+            window: u64::from(window),
+        });
+        if out.state == WriteState::Held && !matches!(self.gate_window(&out), Gate::Shut(_)) {
+            out.state = WriteState::Queued;
+            return true;
+        }
+        false
+    }
+
+    fn gate_window(&self, out: &Out) -> Gate {
+        match out.flow {
+            Some(f) if out.last_tick >= f.acked.saturating_add(f.window) => {
+                Gate::Shut(Deferred::Window)
+            }
+            _ => Gate::Open,
+        }
+    }
+
+    /// How long writes have been deferred (Blocked or Held), if they are.
+    pub fn deferred_for(&self) -> Option<Duration> {
+        let out = self.lock();
+        match out.state {
+            WriteState::Blocked | WriteState::Held => out.deferred_since.map(|t| t.elapsed()),
+            _ => None,
         }
     }
 
@@ -226,6 +362,10 @@ impl Wire {
         let taken = self.outbox.take(&mut batch);
         metrics.reliable_backlog(taken.reliable);
         let written = write_frames(&self.tcp, out, &batch, metrics.writes());
+        out.since_check += batch.iter().map(|f| f.len() + 10).sum::<usize>();
+        if let Some(tick) = batch.iter().rev().find_map(|f| frame_tick(f)) {
+            out.last_tick = tick;
+        }
         batch.clear();
         out.batch = batch;
         if taken.closed.is_some() {
@@ -249,13 +389,14 @@ impl Wire {
                 out.pending.extend_from_slice(frame);
                 Ok(())
             }
-            WriteState::Idle | WriteState::Queued => {
+            WriteState::Idle | WriteState::Queued | WriteState::Held => {
                 let n = try_write(&self.tcp, frame)?;
                 if n < frame.len() {
                     out.pending.extend_from_slice(&frame[n..]);
                     out.control += frame.len() - n;
                     // A queued flusher finds it Blocked and leaves it to the writer.
                     out.state = WriteState::Blocked;
+                    out.deferred_since.get_or_insert_with(Instant::now);
                     self.writer.notify_one();
                 }
                 Ok(())
@@ -264,27 +405,68 @@ impl Wire {
     }
 
     /// The writer task's turn while Blocked: writes what is pending, waiting until the socket
-    /// is writable, then takes the outbox itself until nothing is left, and goes Idle.
-    /// Returns at once in any other state.
+    /// is writable, then (once the socket has room under the unsent bound) takes the outbox
+    /// itself until nothing is left, and goes Idle (or Held, if the client's window is used
+    /// up). Returns at once in any other state.
     pub async fn catch_up(&self, metrics: &Metrics) -> io::Result<()> {
+        /// What to wait for before the next try.
+        enum Wait {
+            Writable,
+            Room,
+        }
         loop {
-            {
+            let wait = {
                 let mut out = self.lock();
                 if out.state != WriteState::Blocked {
                     return Ok(());
                 }
                 write_pending(&self.tcp, &mut out)?;
-                if out.pending.is_empty() {
-                    self.take_and_write(&mut out, metrics)?;
-                    if out.pending.is_empty() {
-                        if out.state == WriteState::Blocked {
-                            out.state = WriteState::Idle;
+                if !out.pending.is_empty() {
+                    Wait::Writable
+                } else {
+                    match self.gate(&mut out) {
+                        Gate::Shut(Deferred::Window) => {
+                            out.state = WriteState::Held;
+                            return Ok(());
                         }
-                        return Ok(());
+                        Gate::Shut(Deferred::Unsent) => Wait::Room,
+                        Gate::Open => {
+                            self.take_and_write(&mut out, metrics)?;
+                            if out.pending.is_empty() {
+                                if out.state == WriteState::Blocked {
+                                    out.state = WriteState::Idle;
+                                    out.deferred_since = None;
+                                }
+                                return Ok(());
+                            }
+                            Wait::Writable
+                        }
                     }
                 }
+            };
+            match wait {
+                Wait::Writable => self.tcp.writable().await?,
+                Wait::Room => self.room_to_write().await?,
             }
-            self.tcp.writable().await?;
+        }
+    }
+
+    /// Waits until the socket has room under the unsent bound. Asking the socket (`poll`)
+    /// also arms the kernel's wake-up for when it has, which tokio then reports as writable.
+    async fn room_to_write(&self) -> io::Result<()> {
+        loop {
+            let room = self.tcp.try_io(Interest::WRITABLE, || {
+                if has_room(&self.tcp) {
+                    Ok(())
+                } else {
+                    Err(io::ErrorKind::WouldBlock.into())
+                }
+            });
+            match room {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.tcp.writable().await?,
+                Err(e) => return Err(e),
+            }
         }
     }
 
@@ -345,6 +527,58 @@ fn binary_header(len: usize, head: &mut [u8; 10]) -> usize {
         head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
         10
     }
+}
+
+/// True when the socket has room under its unsent bound: `poll` reports it writable when
+/// fewer than half its `TCP_NOTSENT_LOWAT` bytes wait unsent (and the send buffer has
+/// space). When it has not, the same call arms the kernel's wake-up for when it has.
+fn has_room(tcp: &TcpStream) -> bool {
+    let mut fds = libc::pollfd {
+        fd: tcp.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no timeout: poll only reads the socket's state.
+    let n = unsafe { libc::poll(&mut fds, 1, 0) };
+    n == 1 && fds.revents & libc::POLLOUT != 0
+}
+
+/// Bytes the socket holds not yet sent (`SIOCOUTQNSD`), for metrics; 0 if it cannot say.
+fn unsent_bytes(tcp: &TcpStream) -> usize {
+    const SIOCOUTQNSD: libc::c_ulong = 0x894B;
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQNSD writes one int to the pointer given.
+    let rc = unsafe { libc::ioctl(tcp.as_raw_fd(), SIOCOUTQNSD, &mut n) };
+    if rc == 0 { n.max(0) as usize } else { 0 }
+}
+
+/// Sets the socket's `TCP_NOTSENT_LOWAT` to `bytes` (see the module docs).
+pub fn set_unsent_bound(tcp: &TcpStream, bytes: usize) -> io::Result<()> {
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: a valid socket and an int option of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            tcp.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The tick a `ServerMessage` frame carries: field 1 (varint) comes first when set.
+fn frame_tick(frame: &[u8]) -> Option<u64> {
+    let (&key, mut rest) = frame.split_first()?;
+    if key != 0x08 {
+        return None;
+    }
+    prost::encoding::decode_varint(&mut rest).ok()
 }
 
 /// A close frame with its code and reason (at most 123 bytes, cut on a char boundary).
@@ -554,7 +788,7 @@ mod tests {
             .unwrap();
         let m = Metrics::new();
         let outbox = Arc::new(Outbox::new(1_000));
-        let wire = Wire::new(server, outbox.clone());
+        let wire = Wire::new(server, outbox.clone(), 0);
         // Sizes on both sides of the 126 and 65,536 length forms, ~2.5 MB in all: far more
         // than the socket buffers, so writes are partial and the rest waits as pending.
         let sizes = [1usize, 125, 126, 65_535, 65_536, 200_000];
@@ -614,7 +848,7 @@ mod tests {
         let (_client, server) = pair().await;
         let m = Metrics::new();
         let outbox = Arc::new(Outbox::new(8));
-        let wire = Wire::new(server, outbox.clone());
+        let wire = Wire::new(server, outbox.clone(), 0);
         assert!(wire.ready());
         assert!(!wire.ready(), "already queued");
         outbox.push_reliable(Bytes::from_static(b"x")).unwrap();

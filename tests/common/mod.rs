@@ -316,17 +316,28 @@ pub async fn http_call(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, Vec<u8>) {
+    let answer = http_answer(addr, method, path, headers, body).await;
+    (answer.status, answer.body.to_vec())
+}
+
+/// The whole answer of a request, headers included.
+pub async fn http_answer(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> http::Response {
     let method = http::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
     let mut all = vec![("content-type", "application/json")];
     all.extend_from_slice(headers);
     let url = format!("http://{addr}{path}");
-    let answer = http::Client::new()
+    http::Client::new()
         .timeout(WAIT)
         .max_body(MAX_ANSWER)
         .request(method, &url, &all, body.to_owned())
         .await
-        .expect("http answer in time");
-    (answer.status, answer.body.to_vec())
+        .expect("http answer in time")
 }
 
 /// GET: (status, body as text).
