@@ -75,8 +75,8 @@ impl From<RegistryError> for ApiError {
     }
 }
 
-/// Checks a symbol list against the room: present, within the per-session limit once
-/// duplicates are dropped, all known. Returns the distinct names in the order given.
+/// Checks a symbol list against the room: present, all known, within the per-session limit
+/// once duplicates are dropped. Returns the distinct names in the order given.
 fn check_symbols(ticker: &Ticker, symbols: Vec<String>) -> Result<Vec<String>, ApiError> {
     if symbols.is_empty() {
         return Err(ApiError::new(
@@ -89,6 +89,11 @@ fn check_symbols(ticker: &Ticker, symbols: Vec<String>) -> Result<Vec<String>, A
         .into_iter()
         .filter(|s| seen.insert(s.clone()))
         .collect();
+    // Unknown names first, then the limit: the same order as a WebSocket Subscribe.
+    ticker
+        .symbols
+        .resolve(&distinct)
+        .map_err(ApiError::unknown_symbols)?;
     if distinct.len() > ticker.max_symbols_per_session {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -99,10 +104,6 @@ fn check_symbols(ticker: &Ticker, symbols: Vec<String>) -> Result<Vec<String>, A
             ),
         ));
     }
-    ticker
-        .symbols
-        .resolve(&distinct)
-        .map_err(ApiError::unknown_symbols)?;
     Ok(distinct)
 }
 

@@ -326,8 +326,9 @@ impl Wire {
     /// control). True when a held session may write again: the caller queues it.
     pub fn ack(&self, tick: u64, window: u32) -> bool {
         let mut out = self.lock();
-        out.flow = (window > 0).then(|| Flow {
-            acked: out.flow.map_or(tick, |f| f.acked.max(tick)),
+        // The newest Ack wins (a session that changed rooms acks the new room's ticks).
+        out.flow = (window > 0).then_some(Flow {
+            acked: tick,
             window: u64::from(window),
         });
         if out.state == WriteState::Held && !matches!(self.gate_window(&out), Gate::Shut(_)) {
