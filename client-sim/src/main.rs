@@ -9,6 +9,7 @@ mod game;
 mod idle;
 mod limits;
 mod mix;
+mod pause;
 mod report;
 mod scan;
 mod server_metrics;
@@ -62,6 +63,9 @@ enum Scenario {
     Idle(idle::IdleArgs),
     /// Game, ticker and chat clients at once in one process (a soak): one combined report.
     Mix(mix::MixArgs),
+    /// One client stops reading for a while, then reads again: how old its first values are
+    /// and how much came before the newest (the freshness contract).
+    Pause(pause::PauseArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -100,6 +104,7 @@ fn execute(mut scenario: Scenario, argv: Vec<String>) -> anyhow::Result<()> {
         Scenario::Churn(args) => finish(runtime.block_on(churn::run(args)), json),
         Scenario::Idle(args) => finish(runtime.block_on(idle::run(args)), json),
         Scenario::Mix(args) => finish(runtime.block_on(mix::run(args)), json),
+        Scenario::Pause(args) => finish(runtime.block_on(pause::run(args)), json),
     };
     // Stragglers were aborted already; do not let a stuck socket hold the exit.
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -116,7 +121,7 @@ impl Scenario {
             Scenario::Spike(a) => Some(&mut a.swarm),
             Scenario::Idle(a) => Some(&mut a.swarm),
             Scenario::Mix(a) => Some(&mut a.swarm),
-            Scenario::Churn(_) => None,
+            Scenario::Churn(_) | Scenario::Pause(_) => None,
         }
     }
 
@@ -124,6 +129,7 @@ impl Scenario {
     fn json(&mut self) -> Option<PathBuf> {
         match self {
             Scenario::Churn(a) => a.target.json.clone(),
+            Scenario::Pause(a) => a.json.clone(),
             other => other.swarm_mut().and_then(|s| s.target.json.clone()),
         }
     }
