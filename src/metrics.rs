@@ -240,8 +240,10 @@ impl Metrics {
             }),
             rejected: self.rejected.clone(),
             conflated: self.counter("tickroom_snapshots_conflated_total", &[]),
+            failures: self.counter("tickroom_room_failures_total", &[("kind", kind)]),
         };
         m.joins.increment(0);
+        m.failures.increment(0);
         m.active.increment(0.0);
         m
     }
@@ -310,6 +312,7 @@ pub struct RoomMetrics {
     leaves: [Counter; LeaveReason::ALL.len()],
     rejected: Vec<Counter>,
     conflated: Counter,
+    failures: Counter,
 }
 
 /// What the driver measured of one tick besides the room's [`Output`].
@@ -336,6 +339,11 @@ impl RoomMetrics {
         }
         self.queue_depth.set(t.queue_depth as f64);
         self.outcomes(out);
+    }
+
+    /// The room's simulation panicked and the room was closed.
+    pub fn failed(&self) {
+        self.failures.increment(1);
     }
 
     /// Records joins, leaves, refusals and conflation of an output (also after the last

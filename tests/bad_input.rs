@@ -76,6 +76,21 @@ async fn a_text_frame_closes_with_1003() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_frame_of_invalid_utf8_closes_with_1003_too() {
+    let server = start(test_config()).await;
+    let mut ws = client_sim::toolkit::rawws::RawWs::connect(server.addr, "/ws", None)
+        .await
+        .unwrap();
+    ws.send_frame(0x81, &[0xff, 0xfe, 0xfd]).await.unwrap();
+    let close = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("in time")
+        .expect("a close frame");
+    assert_eq!(close.close_code(), Some(1003), "{close:?}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversize_message_closes_with_1009() {
     let mut config = test_config();
     config.session.max_message_bytes = 1024;

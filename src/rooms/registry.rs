@@ -359,8 +359,13 @@ impl Registry {
             feed.stop();
         }
         let rooms: Vec<_> = self.write().drain().map(|(_, r)| r).collect();
-        for room in rooms {
-            room.stop();
+        // All at once: each room stops at its next tick, so stopping them one after another
+        // would add a tick period per room to the shutdown.
+        for room in &rooms {
+            room.ask_to_stop();
+        }
+        for room in &rooms {
+            room.join();
         }
     }
 }

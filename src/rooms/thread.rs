@@ -85,11 +85,21 @@ impl RoomHandle {
 
     /// Asks the room to stop and waits for its thread. Safe to call more than once.
     pub fn stop(&self) {
+        self.ask_to_stop();
+        self.join();
+    }
+
+    /// Asks the room to stop without waiting: it closes its members at its next tick.
+    pub fn ask_to_stop(&self) {
         // A full channel still ends the thread: the room also stops when every sender is
         // gone, but the handle keeps one, so retry until the command fits.
         while let Err(SendError::Full) = self.tx.shutdown() {
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    /// Waits for the room's thread to end (after [`ask_to_stop`](Self::ask_to_stop)).
+    pub fn join(&self) {
         let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(h) = handle {
             let _ = h.join();
@@ -225,6 +235,7 @@ fn run<S: Simulation>(
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
                 tracing::error!(room = %room.core().name(), panic = why, "room failed; closing it");
+                metrics.failed();
                 room.abort(LeaveReason::Shutdown);
                 Drained::Stop(0)
             }
@@ -394,7 +405,8 @@ mod tests {
 
     #[test]
     fn the_driver_hands_new_frames_to_the_drain_and_a_panic_ends_only_the_room() {
-        let (room, _) = spawn_room(1, "t", Fragile, cfg(100, 16), &Metrics::new()).unwrap();
+        let metrics = Metrics::new();
+        let (room, _) = spawn_room(1, "t", Fragile, cfg(100, 16), &metrics).unwrap();
         let outbox = Arc::new(Outbox::new(8));
         let drain = Arc::new(Counting::default());
         let weak: Arc<dyn Drain> = drain.clone();

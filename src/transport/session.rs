@@ -508,7 +508,9 @@ fn read_error_reason(e: &tungstenite::Error) -> CloseReason {
         // A TCP close without a close frame is a lost connection, not a bad client: the
         // avatar stays resumable.
         E::Protocol(P::ResetWithoutClosingHandshake) => CloseReason::PeerGone,
-        E::Protocol(_) | E::Utf8(_) => CloseReason::ProtocolError,
+        // Text frames are not part of the protocol, valid UTF-8 or not: one rule, 1003.
+        E::Utf8(_) => CloseReason::TextFrame,
+        E::Protocol(_) => CloseReason::ProtocolError,
         _ => CloseReason::PeerGone,
     }
 }

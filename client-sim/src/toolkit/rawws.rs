@@ -95,9 +95,15 @@ impl RawWs {
 
     /// Sends one binary message (masked, as a client must).
     pub async fn send(&mut self, payload: &[u8]) -> Result<(), RawError> {
+        self.send_frame(0x82, payload).await
+    }
+
+    /// Sends one frame with this first byte (FIN and opcode: `0x82` a whole binary message,
+    /// `0x81` text, `0x02` a first fragment, `0x00` a continuation), masked.
+    pub async fn send_frame(&mut self, first: u8, payload: &[u8]) -> Result<(), RawError> {
         let mask = [0x37, 0xfa, 0x21, 0x3d];
         let mut frame = Vec::with_capacity(payload.len() + 14);
-        frame.push(0x82);
+        frame.push(first);
         match payload.len() {
             n if n < 126 => frame.push(0x80 | n as u8),
             n if n <= usize::from(u16::MAX) => {
