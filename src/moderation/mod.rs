@@ -2,12 +2,14 @@
 //! the admin API and read on every chat send and every upgrade, so a change takes effect at
 //! once. The sensitive-word filter is per chat room ([`WordFilter`]).
 
+mod text;
 mod word_filter;
 
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::RwLock;
 
+pub use text::{has_bidi_controls, normalize};
 pub use word_filter::{FilterError, FilterPolicy, WordFilter};
 
 /// See the module docs. User names compare case-insensitively ("Bob" blocks "bob"), so a
@@ -18,8 +20,9 @@ pub struct BlockLists {
     ips: RwLock<HashSet<IpAddr>>,
 }
 
+/// Names are compared normalized (see [`normalize`]) and case-insensitively.
 fn user_key(name: &str) -> String {
-    name.trim().to_lowercase()
+    normalize(name).trim().to_lowercase()
 }
 
 impl BlockLists {

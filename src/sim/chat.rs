@@ -22,7 +22,9 @@ use tickroom_proto::v1::{
 use crate::engine::{
     CommandError, GroupId, JoinRequest, LeaveReason, RoomCore, SessionId, Simulation,
 };
-use crate::moderation::{BlockLists, FilterError, FilterPolicy, WordFilter};
+use crate::moderation::{
+    BlockLists, FilterError, FilterPolicy, WordFilter, has_bidi_controls, normalize,
+};
 use crate::rate_limit::TokenBucket;
 
 /// Every viewer is in the one group.
@@ -156,19 +158,27 @@ impl Default for ChatCounters {
 
 /// Checks a display name: trimmed, 1–32 characters, no control characters.
 fn check_name(name: &str) -> Result<Option<Arc<str>>, CommandError> {
-    // Empty: an anonymous viewer. Blank (only spaces) is a name that trims to nothing.
+    // Empty: an anonymous viewer.
     if name.is_empty() {
         return Ok(None);
     }
-    let name = name.trim();
-    if name.is_empty()
-        || name.chars().count() > MAX_NAME_CHARS
-        || name.chars().any(char::is_control)
-    {
-        return Err(CommandError::new(
+    let refuse = || {
+        CommandError::new(
             ErrorCode::InvalidArgument,
-            format!("join: name must be 1-{MAX_NAME_CHARS} characters without control characters"),
-        ));
+            format!(
+                "join: name must be 1-{MAX_NAME_CHARS} visible characters, without control or \
+                 bidi characters"
+            ),
+        )
+    };
+    if name.chars().any(char::is_control) || has_bidi_controls(name) {
+        return Err(refuse());
+    }
+    // Compared and shown as normalized: `troll\u{200b}` is `troll`.
+    let normalized = normalize(name);
+    let name = normalized.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        return Err(refuse());
     }
     Ok(Some(name.into()))
 }
@@ -226,8 +236,10 @@ impl ChatRoom {
                 "you are blocked from sending in this server",
             ));
         }
-        let chars = send.text.chars().count();
-        if send.text.trim().is_empty() {
+        // Checked, filtered and sent as normalized: `bad\u{200b}word` is `badword`.
+        let text = normalize(&send.text);
+        let chars = text.chars().count();
+        if text.trim().is_empty() {
             return Err(CommandError::new(
                 ErrorCode::InvalidArgument,
                 "chat: text is empty",
@@ -254,14 +266,14 @@ impl ChatRoom {
             ));
         }
         let text = match self.config.filter_policy {
-            FilterPolicy::Reject if self.filter.matches(&send.text) => {
+            FilterPolicy::Reject if self.filter.matches(&text) => {
                 return Err(CommandError::new(
                     ErrorCode::ContentRejected,
                     "chat: the message contains words this room does not allow",
                 ));
             }
-            FilterPolicy::Reject => send.text,
-            FilterPolicy::Mask => self.filter.mask(&send.text).unwrap_or(send.text),
+            FilterPolicy::Reject => text,
+            FilterPolicy::Mask => self.filter.mask(&text).unwrap_or(text),
         };
         self.push(ChatMessage {
             kind: ChatKind::User as i32,
@@ -599,5 +611,36 @@ mod tests {
             (m.from.as_str(), m.gift.as_str(), m.gift_count),
             ("fan", "rocket", 3)
         );
+    }
+
+    #[test]
+    fn invisible_characters_and_compatibility_forms_do_not_get_past_moderation() {
+        let (mut r, blocks) = room_with(ChatConfig::default(), &["badword", "笨蛋"]);
+        blocks.block_user("troll");
+        // Blocked names stay blocked with zero-width characters in them.
+        for (session, name) in [(1, "troll\u{200b}"), (2, "tr\u{200d}oll")] {
+            let o = join(&mut r, session, name);
+            bodies(&o);
+            say(&mut r, session, "hello");
+            assert_eq!(error(&o), ErrorCode::Blocked, "{name:?}");
+        }
+        // Names of nothing visible, or with bidi controls, are refused.
+        for (session, name) in [(3, "\u{200b}\u{200d}"), (4, "evil\u{202e}txt"), (5, "  ")] {
+            let o = join(&mut r, session, name);
+            assert_eq!(error(&o), ErrorCode::InvalidArgument, "{name:?}");
+        }
+        // Listed words hidden by zero-width characters or fullwidth forms are masked.
+        let o = join(&mut r, 6, "amy");
+        bodies(&o);
+        for text in ["bad\u{200b}word", "笨\u{200b}蛋", "ｂａｄｗｏｒｄ"] {
+            say(&mut r, 6, text);
+        }
+        tick(&mut r, 1);
+        let got: Vec<String> = batches(&o)
+            .iter()
+            .flat_map(|b| texts(b))
+            .map(|(_, t)| t)
+            .collect();
+        assert_eq!(got, ["*******", "**", "*******"]);
     }
 }
