@@ -48,7 +48,21 @@ pub struct Config {
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub ops_listen: SocketAddr,
+    /// Connections open at once on the public port; beyond it a connection is answered 503.
     pub max_connections: usize,
+    /// Connections open at once from one client address (0: no cap); beyond it, 503.
+    pub max_connections_per_ip: usize,
+    /// New connections per second from one address, with bursts of `connect_burst_per_ip`
+    /// (0: no rate); beyond it, 429.
+    pub connects_per_ip_per_sec: f64,
+    pub connect_burst_per_ip: f64,
+    /// Each request's headers must arrive within this, an idle connection's first one
+    /// included; otherwise the connection is closed.
+    pub header_timeout_ms: u64,
+    /// A whole HTTP request (body included) must be read and answered within this (408).
+    pub request_timeout_ms: u64,
+    /// Largest HTTP request body accepted (413).
+    pub max_request_body_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -57,7 +71,22 @@ impl Default for ServerConfig {
             listen: ([127, 0, 0, 1], 8080).into(),
             ops_listen: ([127, 0, 0, 1], 9090).into(),
             max_connections: 20_000,
+            max_connections_per_ip: 1_000,
+            connects_per_ip_per_sec: 200.0,
+            connect_burst_per_ip: 1_000.0,
+            header_timeout_ms: 10_000,
+            request_timeout_ms: 10_000,
+            max_request_body_bytes: 64 * 1024,
         }
+    }
+}
+
+impl ServerConfig {
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms)
+    }
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
     }
 }
 

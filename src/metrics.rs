@@ -141,6 +141,10 @@ impl Metrics {
         ] {
             c.increment(0);
         }
+        for reason in ["capacity", "per_ip", "rate"] {
+            m.counter("tickroom_connections_refused_total", &[("reason", reason)])
+                .increment(0);
+        }
         for outcome in ["broadcast", "dropped_cap", "blocked"] {
             m.counter("tickroom_chat_messages_total", &[("outcome", outcome)])
                 .increment(0);
@@ -214,6 +218,12 @@ impl Metrics {
             self.counter("tickroom_slow_consumer_disconnects_total", &[])
                 .increment(1);
         }
+    }
+
+    /// A connection was refused at admission (`capacity`, `per_ip`, `rate`).
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.counter("tickroom_connections_refused_total", &[("reason", reason)])
+            .increment(1);
     }
 
     /// The handles a room's driver records through.

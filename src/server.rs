@@ -12,10 +12,16 @@ use crate::config::Config;
 use crate::http::{ops_router, public_router};
 use crate::metrics::Metrics;
 use crate::rooms::{Registry, RegistryError};
-use crate::transport::{PreparedSessions, SessionHub, serve};
+use crate::transport::{AdmissionLimits, PreparedSessions, Refusal, Serving, SessionHub, serve};
 
 /// How long shutdown waits for sessions to say goodbye before stopping the rooms.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Connections the operations port serves at once (beyond them: 503).
+const OPS_MAX_CONNECTIONS: usize = 256;
+
+/// The operations port's header deadline: probes send their request at once.
+const OPS_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -102,21 +108,46 @@ impl Server {
         // The operations port outlives the drain so /readyz can say "shutting down".
         let ops_stop = CancellationToken::new();
         let ops_tracker = TaskTracker::new();
+        let refused = {
+            let metrics = hub.metrics.clone();
+            Arc::new(move |r: Refusal| metrics.connection_refused(r.as_str()))
+        };
+        // The operations port: probes and scrapes from a few hosts, never starved by idle
+        // connections (they are cut after OPS_HEADER_TIMEOUT), no per-address caps.
         ops_tracker.spawn(serve(
             ops,
             ops_router(hub.clone(), config.admin.effective_token()),
             ops_stop.clone(),
             ops_tracker.clone(),
-            64,
-            0,
+            Serving {
+                admission: AdmissionLimits {
+                    max_connections: OPS_MAX_CONNECTIONS,
+                    max_connections_per_ip: 0,
+                    connects_per_ip_per_sec: 0.0,
+                    connect_burst_per_ip: 0.0,
+                },
+                send_buffer: 0,
+                header_timeout: OPS_HEADER_TIMEOUT,
+            },
+            refused.clone(),
         ));
+        let s = &config.server;
         tracker.spawn(serve(
             public,
-            public_router(hub.clone()),
+            public_router(hub.clone(), s.request_timeout(), s.max_request_body_bytes),
             shutdown.clone(),
             tracker.clone(),
-            config.server.max_connections,
-            config.session.send_buffer_bytes,
+            Serving {
+                admission: AdmissionLimits {
+                    max_connections: s.max_connections,
+                    max_connections_per_ip: s.max_connections_per_ip,
+                    connects_per_ip_per_sec: s.connects_per_ip_per_sec,
+                    connect_burst_per_ip: s.connect_burst_per_ip,
+                },
+                send_buffer: config.session.send_buffer_bytes,
+                header_timeout: s.header_timeout(),
+            },
+            refused,
         ));
 
         // Histograms are summarised lazily; upkeep keeps their memory bounded between scrapes.

@@ -7,9 +7,12 @@ pub mod pprof;
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
@@ -34,13 +37,27 @@ async fn index() -> &'static str {
 }
 
 /// Routes of the public port.
-pub fn public_router(hub: Arc<SessionHub>) -> Router {
+/// Routes of the public port. A request (body included) must be answered within
+/// `timeout` and its body be at most `max_body` bytes.
+pub fn public_router(hub: Arc<SessionHub>, timeout: Duration, max_body: usize) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/ws", get(ws_upgrade).fallback(ws_method_not_allowed))
         .route("/rooms", get(rooms))
         .merge(api::router())
         .with_state(hub)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(timeout, deadline))
+}
+
+/// Answers 408 when a request is not read and answered within its deadline: a client that
+/// stalls in the middle of a body must not hold its connection (and the memory of what it
+/// sent) for ever.
+async fn deadline(State(timeout): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => (StatusCode::REQUEST_TIMEOUT, "request timed out\n").into_response(),
+    }
 }
 
 async fn metrics(State(hub): State<Arc<SessionHub>>) -> impl IntoResponse {
@@ -88,4 +105,8 @@ pub fn ops_router(hub: Arc<SessionHub>, admin_token: Option<String>) -> Router {
         .with_state(hub)
         .merge(pprof::router())
         .merge(admin)
+        .layer(DefaultBodyLimit::max(OPS_MAX_BODY))
 }
+
+/// Largest request body on the operations port (admin API JSON).
+const OPS_MAX_BODY: usize = 16 * 1024;

@@ -638,7 +638,7 @@ mod tests {
         tick(&mut r, 1);
         let got: Vec<String> = batches(&o)
             .iter()
-            .flat_map(|b| texts(b))
+            .flat_map(texts)
             .map(|(_, t)| t)
             .collect();
         assert_eq!(got, ["*******", "**", "*******"]);

@@ -2,6 +2,7 @@
 //! socket's write side, and the flushers that write the rooms' frames. It moves bytes
 //! between sockets and rooms and knows nothing about game rules.
 
+mod admission;
 mod close;
 mod flusher;
 mod listener;
@@ -10,8 +11,9 @@ mod session;
 mod upgrade;
 mod wire;
 
+pub use admission::{AdmissionLimits, Refusal};
 pub use close::CloseReason;
-pub use listener::{ConnGuard, serve};
+pub use listener::{ConnGuard, Serving, serve};
 pub use prepared::{Full, Prepared, PreparedSessions};
 pub use session::{SessionHub, Start, run_session, ws_config};
 pub use upgrade::{method_not_allowed as ws_method_not_allowed, ws_upgrade};
