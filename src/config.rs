@@ -107,6 +107,12 @@ pub struct SessionConfig {
     /// server stops writing to the session and its snapshots conflate in the outbox. 0: no
     /// bound but the kernel's send buffer.
     pub max_unsent_bytes: usize,
+    /// Bytes a session may send per second, with bursts; a client that sends faster is read
+    /// slower (its frames, complete or not, cannot take more than a share of a core).
+    pub read_bytes_per_sec: usize,
+    pub read_burst_bytes: usize,
+    /// Bytes arriving this long without completing a message close the session (1008).
+    pub message_timeout_ms: u64,
     /// A session whose writes stay deferred this long (socket full, or its flow-control
     /// window never reopened) is closed with 4000; checked at each heartbeat. 0: never.
     pub stall_timeout_ms: u64,
@@ -125,6 +131,9 @@ impl Default for SessionConfig {
             abuse_window_ms: 10_000,
             send_buffer_bytes: 0,
             max_unsent_bytes: 32 * 1024,
+            read_bytes_per_sec: 64 * 1024,
+            read_burst_bytes: 256 * 1024,
+            message_timeout_ms: 10_000,
             stall_timeout_ms: 30_000,
         }
     }
@@ -139,6 +148,9 @@ impl SessionConfig {
     }
     pub fn abuse_window(&self) -> Duration {
         Duration::from_millis(self.abuse_window_ms)
+    }
+    pub fn message_timeout(&self) -> std::time::Duration {
+        Duration::from_millis(self.message_timeout_ms)
     }
     pub fn stall_timeout(&self) -> Duration {
         Duration::from_millis(self.stall_timeout_ms)

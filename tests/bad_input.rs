@@ -212,3 +212,38 @@ async fn after_a_refused_join_the_session_is_in_no_room() {
     expect_error(&mut c, ErrorCode::NotInRoom).await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_never_ends_is_closed_with_1008() {
+    let mut config = test_config();
+    config.session.message_timeout_ms = 300;
+    let server = start(config).await;
+    let (mut other, tick) = bystander(&server).await;
+    let mut ws = client_sim::toolkit::rawws::RawWs::connect(server.addr, "/ws", None)
+        .await
+        .unwrap();
+    // The first fragment of a binary message, then empty continuations and pings for ever:
+    // no message is ever completed, and the pings would look like signs of life.
+    ws.send_frame(0x02, b"").await.unwrap();
+    let until = tokio::time::Instant::now() + std::time::Duration::from_millis(1500);
+    while tokio::time::Instant::now() < until {
+        for _ in 0..50 {
+            let _ = tokio::time::timeout(WAIT, ws.send_frame(0x00, b"")).await;
+        }
+        let _ = tokio::time::timeout(WAIT, ws.send_frame(0x89, b"alive")).await;
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let close = loop {
+        let f = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("in time")
+            .expect("a close frame before the end");
+        if f.opcode == 0x8 {
+            break f;
+        }
+    };
+    assert_eq!(close.close_code(), Some(1008), "{close:?}");
+    assert_eq!(&close.payload[2..], b"message not completed in time");
+    still_receiving(&mut other, tick).await;
+    server.stop().await;
+}

@@ -636,11 +636,7 @@ mod tests {
             say(&mut r, 6, text);
         }
         tick(&mut r, 1);
-        let got: Vec<String> = batches(&o)
-            .iter()
-            .flat_map(texts)
-            .map(|(_, t)| t)
-            .collect();
+        let got: Vec<String> = batches(&o).iter().flat_map(texts).map(|(_, t)| t).collect();
         assert_eq!(got, ["*******", "**", "*******"]);
     }
 }

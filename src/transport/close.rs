@@ -23,6 +23,8 @@ pub enum CloseReason {
     MessageTooBig,
     /// A text frame, which this protocol does not use.
     TextFrame,
+    /// Bytes kept arriving for `message_timeout_ms` without completing a message.
+    MessageTimeout,
     /// A WebSocket protocol violation.
     ProtocolError,
     /// Another connection resumed this session's avatar.
@@ -37,7 +39,7 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// Every reason, for metrics that start at zero.
-    pub const ALL: [CloseReason; 13] = [
+    pub const ALL: [CloseReason; 14] = [
         CloseReason::ClientClosed,
         CloseReason::PeerGone,
         CloseReason::HeartbeatTimeout,
@@ -46,6 +48,7 @@ impl CloseReason {
         CloseReason::RateAbuse,
         CloseReason::MessageTooBig,
         CloseReason::TextFrame,
+        CloseReason::MessageTimeout,
         CloseReason::ProtocolError,
         CloseReason::ResumedElsewhere,
         CloseReason::ShuttingDown,
@@ -64,6 +67,7 @@ impl CloseReason {
             CloseReason::RateAbuse => (1008, "message rate limit exceeded"),
             CloseReason::MessageTooBig => (1009, "message too big"),
             CloseReason::TextFrame => (1003, "text frames are not supported; send binary protobuf"),
+            CloseReason::MessageTimeout => (1008, "message not completed in time"),
             CloseReason::ProtocolError => (1002, "websocket protocol error"),
             CloseReason::ResumedElsewhere => (4002, "session resumed by another connection"),
             CloseReason::ShuttingDown => (1001, "server shutting down"),
@@ -83,6 +87,7 @@ impl CloseReason {
             CloseReason::RateAbuse => "rate_abuse",
             CloseReason::MessageTooBig => "message_too_big",
             CloseReason::TextFrame => "text_frame",
+            CloseReason::MessageTimeout => "message_timeout",
             CloseReason::ProtocolError => "protocol_error",
             CloseReason::ResumedElsewhere => "resumed_elsewhere",
             CloseReason::ShuttingDown => "shutdown",
@@ -102,6 +107,7 @@ impl CloseReason {
             CloseReason::RateAbuse
             | CloseReason::MessageTooBig
             | CloseReason::TextFrame
+            | CloseReason::MessageTimeout
             | CloseReason::ProtocolError
             | CloseReason::UnknownSession => LeaveReason::Refused,
         }

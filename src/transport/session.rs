@@ -30,7 +30,9 @@ use tokio_util::task::TaskTracker;
 use super::close::CloseReason;
 use super::flusher::{Flushers, Link};
 use super::prepared::{Prepared, PreparedSessions};
-use super::wire::{PING_FRAME, Wire, WriteState, close_frame, set_unsent_bound};
+use super::wire::{
+    PING_FRAME, ReadLimits, Wire, WireIo, WriteState, close_frame, set_unsent_bound,
+};
 use crate::clock::unix_time_us;
 use crate::config::SessionConfig;
 use crate::engine::{JoinRequest, LeaveReason, Outbox, SessionCommand, SessionId};
@@ -166,7 +168,10 @@ pub async fn run_session<K>(
     let wire = Wire::new(tcp, outbox.clone(), max_unsent);
     let link = Link::attach(wire.clone(), hub.flushers.shard(id));
     let mut stream = WebSocketStream::from_partially_read(
-        wire.io(),
+        wire.io(ReadLimits {
+            bytes_per_sec: hub.config.read_bytes_per_sec as f64,
+            burst_bytes: hub.config.read_burst_bytes as f64,
+        }),
         read,
         Role::Server,
         Some(ws_config(&hub.config)),
@@ -263,11 +268,9 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    async fn read_loop<St>(&mut self, stream: &mut St) -> CloseReason
-    where
-        St: futures_util::Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
-    {
+    async fn read_loop(&mut self, stream: &mut WebSocketStream<WireIo>) -> CloseReason {
         let idle_timeout = self.hub.config.idle_timeout();
+        let message_timeout = self.hub.config.message_timeout();
         // The deadline moves only when the timer fires (to last frame + timeout): resetting
         // a timer on every message of every session costs more than the reading.
         let mut last_frame = Instant::now();
@@ -287,8 +290,14 @@ impl Reader<'_> {
                     return wire.close_reason().unwrap_or(CloseReason::PeerGone);
                 }
                 _ = &mut idle => {
+                    let now = Instant::now();
                     let deadline = last_frame + idle_timeout;
-                    if deadline <= Instant::now() {
+                    if deadline <= now {
+                        // Bytes kept coming but no message from them: a message that never
+                        // ends is not a sign of life.
+                        if stream.get_ref().partial_for(now.into_std()) >= message_timeout {
+                            return CloseReason::MessageTimeout;
+                        }
                         return CloseReason::HeartbeatTimeout;
                     }
                     idle.as_mut().reset(deadline);
@@ -304,14 +313,24 @@ impl Reader<'_> {
                 None => return CloseReason::PeerGone,
                 Some(Err(e)) => return read_error_reason(&e),
                 Some(Ok(Message::Binary(bytes))) => {
+                    stream.get_mut().message_done();
                     if let Some(reason) = self.on_binary(bytes, last_frame).await {
                         return reason;
                     }
                 }
                 Some(Ok(Message::Text(_))) => return CloseReason::TextFrame,
                 Some(Ok(Message::Close(_))) => return CloseReason::ClientClosed,
-                // Pings are answered by tungstenite; any frame proves the peer alive.
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                // Pings are answered by tungstenite; any frame proves the peer alive, unless
+                // it comes in the middle of a message that never ends. Pings cost a pong
+                // each, so they count towards the message rate.
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
+                    if stream.get_ref().partial_for(last_frame.into_std()) >= message_timeout {
+                        return CloseReason::MessageTimeout;
+                    }
+                    if self.limiter.check(last_frame.into_std()) == Verdict::Abuse {
+                        return CloseReason::RateAbuse;
+                    }
+                }
             }
         }
     }

@@ -40,6 +40,7 @@
 //! Pings (the writer's timer) and tungstenite's own pong and close replies are control
 //! frames: written at once when nothing is pending, else after what is.
 
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
@@ -171,9 +172,17 @@ impl Wire {
         &self.outbox
     }
 
-    /// The read half tungstenite sees; what it writes (pongs, its close reply) comes here.
-    pub fn io(self: &Arc<Self>) -> WireIo {
-        WireIo(self.clone())
+    /// The read half tungstenite sees, reading within `limits`; what it writes (pongs, its
+    /// close reply) comes here.
+    pub fn io(self: &Arc<Self>, limits: ReadLimits) -> WireIo {
+        WireIo {
+            wire: self.clone(),
+            limits,
+            tokens: limits.burst_bytes,
+            refilled: Instant::now(),
+            wait: None,
+            partial_since: None,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Out> {
@@ -679,25 +688,84 @@ fn write_frames(
     Ok(())
 }
 
-/// The socket as tokio-tungstenite sees it: reads are plain reads; writes (its pongs and
-/// close reply, always whole frames) are control frames of the session's ordered output
-/// (see [`Wire::send_control`]) and are accepted at once.
+/// What a session may read: bytes a second with bursts, and how long a message may stay
+/// incomplete.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadLimits {
+    pub bytes_per_sec: f64,
+    pub burst_bytes: f64,
+}
+
+/// The socket as tokio-tungstenite sees it: reads are plain reads within a byte budget (a
+/// client that sends faster is read slower: its frames, complete or not, cannot take more
+/// than a share of a core); writes (its pongs and close reply, always whole frames) are
+/// control frames of the session's ordered output (see [`Wire::send_control`]) and are
+/// accepted at once.
 #[derive(Debug)]
-pub struct WireIo(Arc<Wire>);
+pub struct WireIo {
+    wire: Arc<Wire>,
+    limits: ReadLimits,
+    tokens: f64,
+    refilled: Instant,
+    /// While the budget is spent: when to read again.
+    wait: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Since when bytes have arrived without completing a message.
+    partial_since: Option<Instant>,
+}
+
+impl WireIo {
+    /// A whole message (or control frame) was read: nothing is partial any more.
+    pub fn message_done(&mut self) {
+        self.partial_since = None;
+    }
+
+    /// How long bytes have been arriving without completing a message.
+    pub fn partial_for(&self, now: Instant) -> Duration {
+        self.partial_since
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t))
+    }
+}
 
 impl AsyncRead for WireIo {
     fn poll_read(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let tcp = &self.0.tcp;
+        let this = &mut *self;
+        if let Some(wait) = &mut this.wait {
+            ready!(wait.as_mut().poll(cx));
+            this.wait = None;
+        }
+        let now = Instant::now();
+        let l = this.limits;
+        this.tokens = (this.tokens
+            + now.duration_since(this.refilled).as_secs_f64() * l.bytes_per_sec)
+            .min(l.burst_bytes);
+        this.refilled = now;
+        if this.tokens < 1.0 {
+            // Sleep until a little is back (a tenth of a second's worth), then read on.
+            let need = (l.bytes_per_sec / 10.0).max(1.0) - this.tokens;
+            let until = now + Duration::from_secs_f64(need / l.bytes_per_sec);
+            let mut wait = Box::pin(tokio::time::sleep_until(until.into()));
+            // Registers the waker; the sleep is in the future, so this is Pending.
+            let _ = wait.as_mut().poll(cx);
+            this.wait = Some(wait);
+            return Poll::Pending;
+        }
+        let tcp = &this.wire.tcp;
         loop {
             ready!(tcp.poll_read_ready(cx))?;
             // tungstenite hands an initialised buffer, so this zeroes nothing.
-            match tcp.try_read(buf.initialize_unfilled()) {
+            let room = buf.initialize_unfilled();
+            let take = room.len().min(this.tokens as usize);
+            match tcp.try_read(&mut room[..take]) {
                 Ok(n) => {
                     buf.advance(n);
+                    this.tokens -= n as f64;
+                    if n > 0 && this.partial_since.is_none() {
+                        this.partial_since = Some(now);
+                    }
                     return Poll::Ready(Ok(()));
                 }
                 // Readiness was cleared: poll again to register for the next.
@@ -714,7 +782,7 @@ impl AsyncWrite for WireIo {
         _cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.0.send_control(buf)?;
+        self.wire.send_control(buf)?;
         Poll::Ready(Ok(buf.len()))
     }
 
