@@ -179,8 +179,12 @@ impl Default for EngineConfig {
 pub struct GameDefaults {
     /// Create a game room from `template` when a client joins an unknown name.
     pub auto_create: bool,
-    /// Upper bound on rooms created that way.
+    /// Upper bound on rooms created that way (at once: idle ones are removed).
     pub max_rooms: usize,
+    /// Rooms one client address may have created and still open.
+    pub max_rooms_per_ip: usize,
+    /// A created room with no member for this long is removed and its thread ends.
+    pub idle_room_ms: u64,
     pub template: GameConfig,
 }
 
@@ -189,8 +193,16 @@ impl Default for GameDefaults {
         Self {
             auto_create: false,
             max_rooms: 64,
+            max_rooms_per_ip: 4,
+            idle_room_ms: 60_000,
             template: GameConfig::default(),
         }
+    }
+}
+
+impl GameDefaults {
+    pub fn idle_room(&self) -> Duration {
+        Duration::from_millis(self.idle_room_ms)
     }
 }
 

@@ -164,6 +164,7 @@ impl Server {
                         hub.metrics.run_upkeep();
                         hub.prepared.sweep(std::time::Instant::now());
                     }
+                    hub.registry.reap_idle(std::time::Instant::now());
                     if trimmer.observe(hub.active()) {
                         tracing::debug!(connections = hub.active(), "returned freed memory");
                     }

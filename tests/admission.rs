@@ -154,3 +154,44 @@ async fn idle_connections_do_not_lock_probes_out_of_the_operations_port() {
     assert_eq!(status, 200);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn created_rooms_are_capped_per_address_and_removed_when_idle() {
+    use tickroom::proto::v1::{ErrorCode, Join, client_message::Body};
+    let mut config = test_config();
+    config.game.auto_create = true;
+    config.game.max_rooms_per_ip = 2;
+    config.game.idle_room_ms = 300;
+    let server = start(config).await;
+    let listed = |name: &'static str| {
+        let addr = server.addr;
+        async move {
+            rooms_json(addr).await["rooms"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["name"] == name)
+        }
+    };
+    let mut c = Client::connect(&server).await;
+    c.join("mine-1").await;
+    c.join("mine-2").await;
+    // Another connection from the same address: its address has two rooms open already.
+    let mut d = Client::connect(&server).await;
+    d.send(Body::Join(Join {
+        room: "mine-3".into(),
+        ..Default::default()
+    }))
+    .await;
+    let why = expect_error(&mut d, ErrorCode::LimitExceeded).await;
+    assert!(why.contains("rooms"), "{why}");
+    assert!(!listed("mine-3").await);
+    // Joining mine-2 left mine-1 empty: it goes, and its place comes back.
+    eventually("the idle room is removed", || async {
+        !listed("mine-1").await
+    })
+    .await;
+    assert!(listed("mine-2").await, "the room with a member stays");
+    d.join("mine-3").await;
+    server.stop().await;
+}

@@ -3,7 +3,9 @@
 //! `GET /rooms`.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use serde::Serialize;
 
@@ -25,6 +27,8 @@ pub enum RegistryError {
     BadName(String),
     #[error("room limit reached")]
     TooManyRooms,
+    #[error("your address has created {0} rooms that are still open; that is the limit")]
+    TooManyRoomsForAddress(usize),
     #[error("server is shutting down")]
     ShuttingDown,
     #[error("cannot start room thread: {0}")]
@@ -53,7 +57,8 @@ pub struct Registry {
     rooms: RwLock<HashMap<Arc<str>, Arc<RoomHandle>>>,
     engine: EngineConfig,
     game: GameDefaults,
-    auto_created: std::sync::atomic::AtomicUsize,
+    /// Rooms created on first join: who created each and since when it has had no member.
+    auto: std::sync::Mutex<HashMap<Arc<str>, AutoRoom>>,
     stopping: std::sync::atomic::AtomicBool,
     /// Numbers the rooms, for their snapshot slots in outboxes.
     next_uid: std::sync::atomic::AtomicU32,
@@ -65,6 +70,13 @@ pub struct Registry {
     feeds: Vec<FeedHandle>,
     /// User and IP block lists shared by chat rooms, sessions and the admin API.
     blocks: Arc<BlockLists>,
+}
+
+/// A game room created on first join.
+#[derive(Debug)]
+struct AutoRoom {
+    creator: IpAddr,
+    empty_since: Option<Instant>,
 }
 
 /// One row of `GET /rooms`.
@@ -106,7 +118,7 @@ impl Registry {
             rooms: RwLock::new(HashMap::new()),
             engine: config.engine.clone(),
             game: config.game.clone(),
-            auto_created: Default::default(),
+            auto: Default::default(),
             stopping: Default::default(),
             next_uid: std::sync::atomic::AtomicU32::new(1),
             metrics,
@@ -282,8 +294,13 @@ impl Registry {
         self.read().get(name).cloned()
     }
 
-    /// The room to join: an existing one, or a new game room when the config allows.
-    pub fn get_or_create(&self, name: &str) -> Result<Arc<RoomHandle>, RegistryError> {
+    /// The room to join: an existing one, or a new game room when the config allows, made
+    /// for a client at `creator` (at most `max_rooms_per_ip` of them open at once).
+    pub fn get_or_create(
+        &self,
+        name: &str,
+        creator: IpAddr,
+    ) -> Result<Arc<RoomHandle>, RegistryError> {
         use std::sync::atomic::Ordering::Relaxed;
         if self.stopping.load(Relaxed) {
             return Err(RegistryError::ShuttingDown);
@@ -302,14 +319,59 @@ impl Registry {
         if let Some(room) = rooms.get(name) {
             return Ok(room.clone());
         }
-        if self.auto_created.load(Relaxed) >= self.game.max_rooms {
+        let mut auto = self.auto.lock().unwrap_or_else(|e| e.into_inner());
+        if auto.len() >= self.game.max_rooms {
             return Err(RegistryError::TooManyRooms);
+        }
+        let creator = creator.to_canonical();
+        let theirs = auto.values().filter(|r| r.creator == creator).count();
+        if theirs >= self.game.max_rooms_per_ip {
+            return Err(RegistryError::TooManyRoomsForAddress(theirs));
         }
         let handle = self.spawn_game(name, &self.game.template)?;
         rooms.insert(handle.name.clone(), handle.clone());
-        self.auto_created.fetch_add(1, Relaxed);
-        tracing::info!(room = name, kind = "game", "room created on first join");
+        auto.insert(
+            handle.name.clone(),
+            AutoRoom {
+                creator,
+                empty_since: None,
+            },
+        );
+        tracing::info!(room = name, kind = "game", %creator, "room created on first join");
         Ok(handle)
+    }
+
+    /// Removes created rooms that have had no member for `idle_room_ms`; their threads end.
+    /// Returns how many went. The server calls it about once a second.
+    pub fn reap_idle(&self, now: Instant) -> usize {
+        let idle = self.game.idle_room();
+        let mut gone = Vec::new();
+        {
+            let mut rooms = self.write();
+            let mut auto = self.auto.lock().unwrap_or_else(|e| e.into_inner());
+            auto.retain(|name, a| {
+                let Some(room) = rooms.get(name) else {
+                    return false;
+                };
+                if RoomStats::get(&room.stats.sessions) > 0 {
+                    a.empty_since = None;
+                    return true;
+                }
+                let since = *a.empty_since.get_or_insert(now);
+                if now.duration_since(since) < idle {
+                    return true;
+                }
+                if let Some(room) = rooms.remove(name) {
+                    gone.push(room);
+                }
+                false
+            });
+        }
+        for room in &gone {
+            tracing::info!(room = %room.name, "idle room removed");
+            room.ask_to_stop();
+        }
+        gone.len()
     }
 
     pub fn list(&self) -> Vec<RoomInfo> {

@@ -402,12 +402,13 @@ impl Reader<'_> {
         if let Err(e) = self.leave_room() {
             return self.send_error(ErrorCode::Busy, &format!("leaving the current room: {e}"));
         }
-        let room = match self.hub.registry.get_or_create(&join.room) {
+        let room = match self.hub.registry.get_or_create(&join.room, self.peer) {
             Ok(room) => room,
             Err(e) => {
                 let code = match e {
                     RegistryError::NotFound(_) => ErrorCode::RoomNotFound,
                     RegistryError::BadName(_) => ErrorCode::InvalidArgument,
+                    RegistryError::TooManyRoomsForAddress(_) => ErrorCode::LimitExceeded,
                     _ => ErrorCode::Unavailable,
                 };
                 return self.send_error(code, &e.to_string());
