@@ -215,6 +215,8 @@ pub struct ApiConfig {
     pub session_ttl_ms: u64,
     /// Sessions kept at once; creating more answers 503.
     pub max_sessions: usize,
+    /// Sessions one client address may hold (0: no cap); creating more answers 429.
+    pub max_sessions_per_ip: usize,
 }
 
 impl Default for ApiConfig {
@@ -222,6 +224,7 @@ impl Default for ApiConfig {
         Self {
             session_ttl_ms: 60_000,
             max_sessions: 100_000,
+            max_sessions_per_ip: 100,
         }
     }
 }

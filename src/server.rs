@@ -64,7 +64,11 @@ impl Server {
             shutdown.clone(),
             TaskTracker::new(),
             metrics,
-            PreparedSessions::new(config.api.session_ttl(), config.api.max_sessions),
+            PreparedSessions::new(
+                config.api.session_ttl(),
+                config.api.max_sessions,
+                config.api.max_sessions_per_ip,
+            ),
         ));
         Ok(Self {
             config,
@@ -162,7 +166,10 @@ impl Server {
                     every.tick().await;
                     if second % 5 == 0 {
                         hub.metrics.run_upkeep();
-                        hub.prepared.sweep(std::time::Instant::now());
+                        // Thousands of expired sessions freed at once: give the memory back.
+                        if hub.prepared.sweep(std::time::Instant::now()) >= 1_000 {
+                            crate::memory::trim();
+                        }
                     }
                     hub.registry.reap_idle(std::time::Instant::now());
                     if trimmer.observe(hub.active()) {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router, routing::get, routing::post};
@@ -127,6 +127,7 @@ struct SessionCreated {
 /// `POST /api/v1/sessions` with `{"symbols": [...], "room": "..."}`.
 async fn create_session(
     State(hub): State<Arc<SessionHub>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<SessionCreated>), ApiError> {
@@ -138,14 +139,25 @@ async fn create_session(
     })?;
     let ticker = hub.registry.ticker(req.room.as_deref())?;
     let symbols = check_symbols(&ticker, req.symbols)?;
+    let ids = ticker
+        .symbols
+        .resolve(&symbols)
+        .map_err(ApiError::unknown_symbols)?;
     let id = hub
         .prepared
         .create(
             ticker.room.name.clone(),
-            symbols.clone(),
+            ids,
+            peer.ip(),
             std::time::Instant::now(),
         )
-        .map_err(|Full| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, Full.to_string()))?;
+        .map_err(|e| {
+            let status = match e {
+                Full::All => StatusCode::SERVICE_UNAVAILABLE,
+                Full::ForAddress(_) => StatusCode::TOO_MANY_REQUESTS,
+            };
+            ApiError::new(status, e.to_string())
+        })?;
     // The address the client reached us at is the one its WebSocket should use.
     let ws_url = match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
         Some(host) => format!("ws://{host}/ws?session={id}"),

@@ -248,7 +248,11 @@ where
         let report = guard.report().build()?;
         // The samples are in the report: stop the SIGPROF timer before the slow rendering.
         drop(guard);
-        render(&report)
+        let rendered = render(&report);
+        drop(report);
+        // The profiler's tables are large (hundreds of MB freed at once): give them back.
+        crate::memory::trim();
+        rendered
     });
     work.await?
 }

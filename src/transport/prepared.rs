@@ -5,9 +5,11 @@
 //! is attached, and for `ttl` after the last one detaches (or after it was made, if none ever
 //! attaches), so a client can reconnect with the same id; then it expires. One WebSocket holds
 //! it at a time: a newer one takes it over and the older is closed (4002), as a game resume
-//! does.
+//! does. A session is small (its symbols are kept as their numbers in the room), and one
+//! client address may hold only so many.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -16,7 +18,9 @@ use super::wire::Wire;
 #[derive(Debug)]
 struct Entry {
     room: Arc<str>,
-    symbols: Arc<[String]>,
+    /// The symbols' numbers in the room.
+    symbols: Arc<[u32]>,
+    creator: IpAddr,
     attached: u32,
     idle_since: Instant,
     /// The WebSocket that holds it now.
@@ -28,28 +32,57 @@ struct Entry {
 pub struct Prepared {
     pub id: String,
     pub room: Arc<str>,
-    pub symbols: Arc<[String]>,
+    /// The symbols' numbers in the room.
+    pub symbols: Arc<[u32]>,
 }
 
+/// Why a session could not be prepared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("too many prepared sessions; try again later")]
-pub struct Full;
+pub enum Full {
+    #[error("too many prepared sessions; try again later")]
+    All,
+    #[error("your address holds {0} prepared sessions; that is the limit")]
+    ForAddress(usize),
+}
 
 /// See the module docs.
 #[derive(Debug)]
 pub struct PreparedSessions {
     ttl: Duration,
     max: usize,
+    max_per_ip: usize,
     entries: Mutex<HashMap<String, Entry>>,
+    by_ip: Mutex<HashMap<IpAddr, usize>>,
 }
 
 impl PreparedSessions {
-    pub fn new(ttl: Duration, max: usize) -> Self {
+    pub fn new(ttl: Duration, max: usize, max_per_ip: usize) -> Self {
         Self {
             ttl,
             max,
+            max_per_ip,
             entries: Mutex::new(HashMap::new()),
+            by_ip: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn by_ip(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.by_ip.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drops expired entries, keeping the per-address counts true.
+    fn drop_expired(&self, entries: &mut HashMap<String, Entry>, now: Instant) {
+        let mut by_ip = self.by_ip();
+        entries.retain(|_, e| {
+            let keep = !self.expired(e, now);
+            if !keep && let Some(n) = by_ip.get_mut(&e.creator) {
+                *n -= 1;
+                if *n == 0 {
+                    by_ip.remove(&e.creator);
+                }
+            }
+            keep
+        });
     }
 
     pub fn ttl(&self) -> Duration {
@@ -64,19 +97,27 @@ impl PreparedSessions {
         e.attached == 0 && now.duration_since(e.idle_since) >= self.ttl
     }
 
-    /// Prepares a session and returns its id (128 random bits, hex).
+    /// Prepares a session for a client at `creator` and returns its id (128 random bits,
+    /// hex).
     pub fn create(
         &self,
         room: Arc<str>,
-        symbols: Vec<String>,
+        symbols: Vec<u32>,
+        creator: IpAddr,
         now: Instant,
     ) -> Result<String, Full> {
+        let creator = creator.to_canonical();
         let mut entries = self.lock();
+        let theirs = self.by_ip().get(&creator).copied().unwrap_or(0);
+        if entries.len() >= self.max || (self.max_per_ip > 0 && theirs >= self.max_per_ip) {
+            self.drop_expired(&mut entries, now);
+        }
         if entries.len() >= self.max {
-            entries.retain(|_, e| !self.expired(e, now));
-            if entries.len() >= self.max {
-                return Err(Full);
-            }
+            return Err(Full::All);
+        }
+        let theirs = self.by_ip().get(&creator).copied().unwrap_or(0);
+        if self.max_per_ip > 0 && theirs >= self.max_per_ip {
+            return Err(Full::ForAddress(theirs));
         }
         let id = format!("{:032x}", rand::random::<u128>());
         entries.insert(
@@ -84,11 +125,13 @@ impl PreparedSessions {
             Entry {
                 room,
                 symbols: symbols.into(),
+                creator,
                 attached: 0,
                 idle_since: now,
                 holder: Weak::new(),
             },
         );
+        *self.by_ip().entry(creator).or_default() += 1;
         Ok(id)
     }
 
@@ -97,7 +140,7 @@ impl PreparedSessions {
         let mut entries = self.lock();
         let entry = entries.get_mut(id)?;
         if self.expired(entry, now) {
-            entries.remove(id);
+            self.drop_expired(&mut entries, now);
             return None;
         }
         entry.attached += 1;
@@ -125,11 +168,15 @@ impl PreparedSessions {
         }
     }
 
-    /// Drops expired sessions; returns how many are left.
+    /// Drops expired sessions; returns how many went.
     pub fn sweep(&self, now: Instant) -> usize {
         let mut entries = self.lock();
-        entries.retain(|_, e| !self.expired(e, now));
-        entries.len()
+        let before = entries.len();
+        self.drop_expired(&mut entries, now);
+        if entries.capacity() > 4 * entries.len().max(64) {
+            entries.shrink_to_fit();
+        }
+        before - entries.len()
     }
 }
 
@@ -137,21 +184,20 @@ impl PreparedSessions {
 mod tests {
     use super::*;
 
-    fn store(max: usize) -> PreparedSessions {
-        PreparedSessions::new(Duration::from_secs(10), max)
+    const HOME: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
+
+    fn store(max: usize, max_per_ip: usize) -> PreparedSessions {
+        PreparedSessions::new(Duration::from_secs(10), max, max_per_ip)
     }
 
     #[test]
     fn a_prepared_session_expires_only_while_unattached() {
-        let s = store(10);
+        let s = store(10, 0);
         let t0 = Instant::now();
-        let id = s.create("ticker".into(), vec!["A".into()], t0).unwrap();
+        let id = s.create("ticker".into(), vec![7], HOME, t0).unwrap();
         assert_eq!(id.len(), 32);
         let p = s.attach(&id, t0 + Duration::from_secs(9)).unwrap();
-        assert_eq!(
-            (&*p.room, &p.symbols[..]),
-            ("ticker", &["A".to_string()][..])
-        );
+        assert_eq!((&*p.room, &p.symbols[..]), ("ticker", &[7][..]));
         // Attached for a long time: still valid for a second connection.
         assert!(s.attach(&id, t0 + Duration::from_secs(60)).is_some());
         s.detach(&id, t0 + Duration::from_secs(61));
@@ -169,17 +215,25 @@ mod tests {
     }
 
     #[test]
-    fn the_store_is_bounded_and_sweeps_expired_sessions() {
-        let s = store(2);
+    fn the_store_is_bounded_in_all_and_per_address_and_sweeps_expired_sessions() {
+        let s = store(3, 2);
         let t0 = Instant::now();
-        s.create("r".into(), vec![], t0).unwrap();
-        s.create("r".into(), vec![], t0).unwrap();
-        assert_eq!(s.create("r".into(), vec![], t0), Err(Full));
+        let other: IpAddr = "10.0.0.2".parse().unwrap();
+        s.create("r".into(), vec![], HOME, t0).unwrap();
+        s.create("r".into(), vec![], HOME, t0).unwrap();
+        assert_eq!(
+            s.create("r".into(), vec![], HOME, t0),
+            Err(Full::ForAddress(2))
+        );
+        s.create("r".into(), vec![], other, t0).unwrap();
+        assert_eq!(s.create("r".into(), vec![], other, t0), Err(Full::All));
         let later = t0 + Duration::from_secs(11);
         assert!(
-            s.create("r".into(), vec![], later).is_ok(),
-            "expired ones make room"
+            s.create("r".into(), vec![], HOME, later).is_ok(),
+            "expired ones make room, and their address's count goes down"
         );
-        assert_eq!(s.sweep(later), 1);
+        assert_eq!(s.sweep(later), 0, "create swept the expired ones");
+        assert_eq!(s.sweep(later + Duration::from_secs(11)), 1);
+        assert!(s.by_ip().is_empty(), "no address holds any");
     }
 }

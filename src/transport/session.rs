@@ -221,10 +221,15 @@ pub async fn run_session<K>(
                     ..Default::default()
                 })
                 .await;
-            if reader.room.is_some() {
-                reader.forward_to_room(Body::Subscribe(Subscribe {
-                    symbols: p.symbols.to_vec(),
-                }));
+            if reader.room.is_some()
+                && let Ok(ticker) = hub.registry.ticker(Some(&p.room))
+            {
+                let symbols = p
+                    .symbols
+                    .iter()
+                    .map(|&i| ticker.symbols.name(i).to_owned())
+                    .collect();
+                reader.forward_to_room(Body::Subscribe(Subscribe { symbols }));
             }
         }
     }
