@@ -495,4 +495,80 @@ mod tests {
         // each woken once.
         assert_eq!(woken.load(Ordering::Relaxed), 2);
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Reliable(u8),
+            Snapshot(u8, u8),
+            Take,
+            Close,
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                any::<u8>().prop_map(Op::Reliable),
+                (0..4u8, any::<u8>()).prop_map(|(g, v)| Op::Snapshot(g, v)),
+                Just(Op::Take),
+                Just(Op::Close),
+            ]
+        }
+
+        proptest! {
+            /// Whatever happens: reliable frames come out all, in order (until an overflow
+            /// or a close ends the session); a snapshot comes out only if it is the newest of
+            /// its group at the take; at most one per group waits; memory stays bounded.
+            #[test]
+            fn reliable_in_order_snapshots_newest_only_bounded(ops in proptest::collection::vec(op(), 0..200)) {
+                const CAP: usize = 8;
+                let o = Outbox::new(CAP);
+                let mut sent_reliable: Vec<u8> = Vec::new();
+                let mut got_reliable: Vec<u8> = Vec::new();
+                let mut newest: [Option<u8>; 4] = [None; 4];
+                for op in ops {
+                    match op {
+                        Op::Reliable(v) => {
+                            if o.push_reliable(Bytes::from(vec![b'r', v])).is_ok() {
+                                sent_reliable.push(v);
+                            }
+                        }
+                        Op::Snapshot(g, v) => {
+                            if o.publish(u64::from(g), &Bytes::from(vec![b's', g, v])).is_ok() {
+                                newest[g as usize] = Some(v);
+                            }
+                        }
+                        Op::Take => {
+                            let mut out = Vec::new();
+                            o.take(&mut out);
+                            for f in out {
+                                match f[0] {
+                                    b'r' => got_reliable.push(f[1]),
+                                    // Snapshot runs are joined: 3 bytes each.
+                                    _ => {
+                                        for s in f.chunks(3) {
+                                            let (g, v) = (s[1] as usize, s[2]);
+                                            prop_assert_eq!(newest[g], Some(v), "only the newest");
+                                            newest[g] = None;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        Op::Close => {
+                            o.close(LeaveReason::Disconnected);
+                        }
+                    }
+                    prop_assert!(o.len() <= CAP + 4, "bounded: {} pending", o.len());
+                    prop_assert!(o.reliable_len() <= CAP);
+                }
+                let mut out = Vec::new();
+                o.take(&mut out);
+                got_reliable.extend(out.iter().filter(|f| f[0] == b'r').map(|f| f[1]));
+                prop_assert_eq!(got_reliable, sent_reliable, "every accepted reliable frame, in order");
+            }
+        }
+    }
 }

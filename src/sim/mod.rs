@@ -3,4 +3,6 @@
 
 pub mod chat;
 pub mod game;
+#[cfg(test)]
+mod props;
 pub mod ticker;

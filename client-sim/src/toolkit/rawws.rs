@@ -121,6 +121,13 @@ impl RawWs {
         Ok(())
     }
 
+    /// Writes bytes as they are, framing or not (for tests of what the server does with
+    /// garbage).
+    pub async fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), RawError> {
+        self.tcp.write_all(bytes).await?;
+        Ok(())
+    }
+
     /// Reads the next frame, waiting as long as it takes (the caller bounds it).
     pub async fn next(&mut self) -> Result<Frame, RawError> {
         loop {
