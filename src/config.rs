@@ -40,6 +40,8 @@ pub struct Config {
     #[serde(default)]
     pub admin: AdminConfig,
     #[serde(default)]
+    pub auth: crate::auth::AuthConfig,
+    #[serde(default)]
     pub rooms: Vec<RoomConfig>,
 }
 

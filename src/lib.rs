@@ -8,6 +8,7 @@
 //! members' [`engine::Outbox`]es → the driver wakes the transport's flushers → one `writev`
 //! per session.
 
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod engine;

@@ -25,7 +25,7 @@ const TICK_BUCKETS: &[f64] = &[
 ];
 
 /// Every error code a client can be answered with, for counters that start at zero.
-const ERROR_CODES: [ErrorCode; 15] = [
+const ERROR_CODES: [ErrorCode; 16] = [
     ErrorCode::Unspecified,
     ErrorCode::Malformed,
     ErrorCode::UnknownMessage,
@@ -41,6 +41,7 @@ const ERROR_CODES: [ErrorCode; 15] = [
     ErrorCode::Blocked,
     ErrorCode::ContentRejected,
     ErrorCode::NameRequired,
+    ErrorCode::Forbidden,
 ];
 
 /// Why writes to a session were deferred (`tickroom_writes_deferred_total{reason}`).
@@ -141,6 +142,10 @@ impl Metrics {
         ] {
             c.increment(0);
         }
+        for reason in ["missing", "invalid", "expired"] {
+            m.counter("tickroom_auth_failures_total", &[("reason", reason)])
+                .increment(0);
+        }
         for reason in ["capacity", "per_ip", "rate"] {
             m.counter("tickroom_connections_refused_total", &[("reason", reason)])
                 .increment(0);
@@ -218,6 +223,12 @@ impl Metrics {
             self.counter("tickroom_slow_consumer_disconnects_total", &[])
                 .increment(1);
         }
+    }
+
+    /// A token was refused (`missing`, `invalid`, `expired`).
+    pub fn auth_failed(&self, reason: &'static str) {
+        self.counter("tickroom_auth_failures_total", &[("reason", reason)])
+            .increment(1);
     }
 
     /// A connection was refused at admission (`capacity`, `per_ip`, `rate`).
@@ -303,6 +314,7 @@ fn reject_label(code: ErrorCode) -> &'static str {
         ErrorCode::Blocked => "blocked",
         ErrorCode::ContentRejected => "content_rejected",
         ErrorCode::NameRequired => "name_required",
+        ErrorCode::Forbidden => "forbidden",
         ErrorCode::Unspecified => "other",
     }
 }

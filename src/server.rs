@@ -32,6 +32,8 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Rooms(#[from] RegistryError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
 }
 
 /// A bound, not yet serving server. Tests bind port 0 and read the addresses back.
@@ -64,6 +66,7 @@ impl Server {
             shutdown.clone(),
             TaskTracker::new(),
             metrics,
+            Arc::new(crate::auth::Verifier::new(&config.auth)?),
             PreparedSessions::new(
                 config.api.session_ttl(),
                 config.api.max_sessions,

@@ -40,25 +40,34 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 impl FromRequestParts<AdminState> for Admin {
     type Rejection = ApiError;
 
+    /// The static admin token, or a signed token (JWT) with the `admin` permission.
     async fn from_request_parts(parts: &mut Parts, state: &AdminState) -> Result<Self, ApiError> {
-        let Some(token) = &state.token else {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "the admin API is disabled: set [admin] token or TICKROOM_ADMIN_TOKEN",
-            ));
-        };
         let given = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        match given {
-            Some(g) if same_secret(g.as_bytes(), token.as_bytes()) => Ok(Admin),
-            _ => Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "send Authorization: Bearer <admin token>",
-            )),
+        if let (Some(token), Some(g)) = (&state.token, given)
+            && same_secret(g.as_bytes(), token.as_bytes())
+        {
+            return Ok(Admin);
         }
+        if let Some(g) = given
+            && let Ok(id) = state.hub.auth.identify(Some(g))
+            && id.may(crate::auth::Perm::Admin)
+        {
+            return Ok(Admin);
+        }
+        if state.token.is_none() && !state.hub.auth.has_keys() {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "the admin API is disabled: set [admin] token or TICKROOM_ADMIN_TOKEN, or [auth] keys",
+            ));
+        }
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "send Authorization: Bearer <admin token or a JWT with the admin permission>",
+        ))
     }
 }
 

@@ -128,9 +128,18 @@ struct SessionCreated {
 async fn create_session(
     State(hub): State<Arc<SessionHub>>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<SessionCreated>), ApiError> {
+    // Who asks: the WebSocket that attaches later is this client, with its rights.
+    let identity = hub
+        .auth
+        .identify(crate::auth::token_of(&headers, uri.query()))
+        .map_err(|e| {
+            hub.metrics.auth_failed(e.as_str());
+            ApiError::new(StatusCode::UNAUTHORIZED, e.to_string())
+        })?;
     let req: NewSession = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -138,6 +147,17 @@ async fn create_session(
         )
     })?;
     let ticker = hub.registry.ticker(req.room.as_deref())?;
+    if !identity.may(crate::auth::Perm::Subscribe)
+        || !identity.may_enter(&ticker.room.name, "ticker")
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "your token does not allow subscribing in room {:?}",
+                &*ticker.room.name
+            ),
+        ));
+    }
     let symbols = check_symbols(&ticker, req.symbols)?;
     let ids = ticker
         .symbols
@@ -149,6 +169,7 @@ async fn create_session(
             ticker.room.name.clone(),
             ids,
             peer.ip(),
+            identity,
             std::time::Instant::now(),
         )
         .map_err(|e| {

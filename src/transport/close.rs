@@ -35,11 +35,13 @@ pub enum CloseReason {
     RoomClosed,
     /// `/ws?session=ID` named a prepared session that does not exist or expired.
     UnknownSession,
+    /// The session's token expired.
+    TokenExpired,
 }
 
 impl CloseReason {
     /// Every reason, for metrics that start at zero.
-    pub const ALL: [CloseReason; 14] = [
+    pub const ALL: [CloseReason; 15] = [
         CloseReason::ClientClosed,
         CloseReason::PeerGone,
         CloseReason::HeartbeatTimeout,
@@ -54,6 +56,7 @@ impl CloseReason {
         CloseReason::ShuttingDown,
         CloseReason::RoomClosed,
         CloseReason::UnknownSession,
+        CloseReason::TokenExpired,
     ];
 
     /// The WebSocket close code and reason text sent to the client (docs/protocol.md).
@@ -73,6 +76,7 @@ impl CloseReason {
             CloseReason::ShuttingDown => (1001, "server shutting down"),
             CloseReason::RoomClosed => (1001, "room closed"),
             CloseReason::UnknownSession => (4003, "unknown or expired session id"),
+            CloseReason::TokenExpired => (4004, "token expired"),
         }
     }
 
@@ -93,6 +97,7 @@ impl CloseReason {
             CloseReason::ShuttingDown => "shutdown",
             CloseReason::RoomClosed => "room_closed",
             CloseReason::UnknownSession => "unknown_session",
+            CloseReason::TokenExpired => "token_expired",
         }
     }
 
@@ -109,7 +114,8 @@ impl CloseReason {
             | CloseReason::TextFrame
             | CloseReason::MessageTimeout
             | CloseReason::ProtocolError
-            | CloseReason::UnknownSession => LeaveReason::Refused,
+            | CloseReason::UnknownSession
+            | CloseReason::TokenExpired => LeaveReason::Refused,
         }
     }
 

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::wire::Wire;
+use crate::auth::Identity;
 
 #[derive(Debug)]
 struct Entry {
@@ -21,6 +22,8 @@ struct Entry {
     /// The symbols' numbers in the room.
     symbols: Arc<[u32]>,
     creator: IpAddr,
+    /// Who prepared it: the WebSocket that attaches is that client.
+    identity: Identity,
     attached: u32,
     idle_since: Instant,
     /// The WebSocket that holds it now.
@@ -34,6 +37,8 @@ pub struct Prepared {
     pub room: Arc<str>,
     /// The symbols' numbers in the room.
     pub symbols: Arc<[u32]>,
+    /// Who prepared it.
+    pub identity: Identity,
 }
 
 /// Why a session could not be prepared.
@@ -104,6 +109,7 @@ impl PreparedSessions {
         room: Arc<str>,
         symbols: Vec<u32>,
         creator: IpAddr,
+        identity: Identity,
         now: Instant,
     ) -> Result<String, Full> {
         let creator = creator.to_canonical();
@@ -126,6 +132,7 @@ impl PreparedSessions {
                 room,
                 symbols: symbols.into(),
                 creator,
+                identity,
                 attached: 0,
                 idle_since: now,
                 holder: Weak::new(),
@@ -148,6 +155,7 @@ impl PreparedSessions {
             id: id.to_owned(),
             room: entry.room.clone(),
             symbols: entry.symbols.clone(),
+            identity: entry.identity.clone(),
         })
     }
 
@@ -194,7 +202,9 @@ mod tests {
     fn a_prepared_session_expires_only_while_unattached() {
         let s = store(10, 0);
         let t0 = Instant::now();
-        let id = s.create("ticker".into(), vec![7], HOME, t0).unwrap();
+        let id = s
+            .create("ticker".into(), vec![7], HOME, Identity::anonymous(), t0)
+            .unwrap();
         assert_eq!(id.len(), 32);
         let p = s.attach(&id, t0 + Duration::from_secs(9)).unwrap();
         assert_eq!((&*p.room, &p.symbols[..]), ("ticker", &[7][..]));
@@ -219,17 +229,24 @@ mod tests {
         let s = store(3, 2);
         let t0 = Instant::now();
         let other: IpAddr = "10.0.0.2".parse().unwrap();
-        s.create("r".into(), vec![], HOME, t0).unwrap();
-        s.create("r".into(), vec![], HOME, t0).unwrap();
+        s.create("r".into(), vec![], HOME, Identity::anonymous(), t0)
+            .unwrap();
+        s.create("r".into(), vec![], HOME, Identity::anonymous(), t0)
+            .unwrap();
         assert_eq!(
-            s.create("r".into(), vec![], HOME, t0),
+            s.create("r".into(), vec![], HOME, Identity::anonymous(), t0),
             Err(Full::ForAddress(2))
         );
-        s.create("r".into(), vec![], other, t0).unwrap();
-        assert_eq!(s.create("r".into(), vec![], other, t0), Err(Full::All));
+        s.create("r".into(), vec![], other, Identity::anonymous(), t0)
+            .unwrap();
+        assert_eq!(
+            s.create("r".into(), vec![], other, Identity::anonymous(), t0),
+            Err(Full::All)
+        );
         let later = t0 + Duration::from_secs(11);
         assert!(
-            s.create("r".into(), vec![], HOME, later).is_ok(),
+            s.create("r".into(), vec![], HOME, Identity::anonymous(), later)
+                .is_ok(),
             "expired ones make room, and their address's count goes down"
         );
         assert_eq!(s.sweep(later), 0, "create swept the expired ones");

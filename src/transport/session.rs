@@ -33,6 +33,7 @@ use super::prepared::{Prepared, PreparedSessions};
 use super::wire::{
     PING_FRAME, ReadLimits, Wire, WireIo, WriteState, close_frame, set_unsent_bound,
 };
+use crate::auth::{Identity, Perm};
 use crate::clock::unix_time_us;
 use crate::config::SessionConfig;
 use crate::engine::{JoinRequest, LeaveReason, Outbox, SessionCommand, SessionId};
@@ -68,6 +69,8 @@ pub struct SessionHub {
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
     pub metrics: Arc<Metrics>,
+    /// Checks the clients' tokens.
+    pub auth: Arc<crate::auth::Verifier>,
     /// Sessions prepared with `POST /api/v1/sessions`.
     pub prepared: PreparedSessions,
     flushers: Flushers,
@@ -82,6 +85,7 @@ impl SessionHub {
         shutdown: CancellationToken,
         tracker: TaskTracker,
         metrics: Arc<Metrics>,
+        auth: Arc<crate::auth::Verifier>,
         prepared: PreparedSessions,
     ) -> Self {
         let flushers = Flushers::start(&tracker, &shutdown, &metrics);
@@ -99,6 +103,7 @@ impl SessionHub {
             shutdown,
             tracker,
             metrics,
+            auth,
             prepared,
             flushers,
             next_id: AtomicU64::new(1),
@@ -151,6 +156,7 @@ pub async fn run_session<K>(
     hub: Arc<SessionHub>,
     peer: SocketAddr,
     start: Start,
+    identity: Identity,
     keep: K,
 ) where
     K: Send + 'static,
@@ -190,6 +196,7 @@ pub async fn run_session<K>(
     let mut reader = Reader {
         id,
         peer: peer.ip(),
+        identity,
         hub: &hub,
         wire: &wire,
         link: &link,
@@ -264,6 +271,8 @@ pub async fn run_session<K>(
 struct Reader<'a> {
     id: SessionId,
     peer: std::net::IpAddr,
+    /// Who the client is and what it may do.
+    identity: Identity,
     hub: &'a SessionHub,
     wire: &'a Arc<Wire>,
     link: &'a Arc<Link>,
@@ -284,11 +293,15 @@ impl Reader<'_> {
         // registered, where a fresh future per message would register it again each time.
         let wire = self.wire;
         let ended = wire.ended();
-        tokio::pin!(idle, ended);
+        // The token's expiry ends the session (none: never).
+        let left = self.identity.time_left(std::time::SystemTime::now());
+        let expiry = tokio::time::sleep(left.unwrap_or(Duration::from_secs(86_400 * 365)));
+        tokio::pin!(idle, ended, expiry);
         loop {
             let msg = tokio::select! {
                 biased;
                 msg = stream.next() => msg,
+                _ = &mut expiry, if left.is_some() => return CloseReason::TokenExpired,
                 // The room, the writer or the shutdown (the writer closes the session then)
                 // ended it: slow consumer, kick, write error.
                 _ = &mut ended => {
@@ -404,6 +417,19 @@ impl Reader<'_> {
         if join.resume_token.len() > 128 {
             return self.send_error(ErrorCode::InvalidArgument, "join: resume_token too long");
         }
+        // The token's rooms and kinds; creating a room is playing.
+        let allowed = match self.hub.registry.get(&join.room) {
+            Some(room) => self
+                .identity
+                .may_enter(&join.room, crate::engine::kind_name(room.kind)),
+            None => self.identity.may_enter(&join.room, "game") && self.identity.may(Perm::Play),
+        };
+        if !allowed {
+            return self.send_error(
+                ErrorCode::Forbidden,
+                &format!("join: your token does not allow room {:?}", join.room),
+            );
+        }
         if let Err(e) = self.leave_room() {
             return self.send_error(ErrorCode::Busy, &format!("leaving the current room: {e}"));
         }
@@ -424,7 +450,12 @@ impl Reader<'_> {
             session: self.id,
             outbox: self.wire.outbox().clone(),
             resume_token: join.resume_token,
-            name: join.name,
+            // A signed-in client is shown by its token's name, whatever Join says.
+            name: self
+                .identity
+                .display_name
+                .as_deref()
+                .map_or(join.name, str::to_owned),
             reply: Some(Box::new(move |ok| {
                 let _ = reply.send(ok);
             })),
@@ -473,6 +504,23 @@ impl Reader<'_> {
         let Some(room) = &self.room else {
             return self.send_error(ErrorCode::NotInRoom, "join a room first");
         };
+        let needs = match &body {
+            Body::Input(_) => Some(Perm::Play),
+            Body::Subscribe(_) | Body::Unsubscribe(_) => Some(Perm::Subscribe),
+            Body::ChatSend(_) => Some(Perm::Chat),
+            _ => None,
+        };
+        if let Some(perm) = needs
+            && !self.identity.may(perm)
+        {
+            return self.send_error(
+                ErrorCode::Forbidden,
+                &format!(
+                    "your token does not have the {:?} permission",
+                    perm.as_str()
+                ),
+            );
+        }
         if let Err(e) = room.send(SessionCommand::Client {
             session: self.id,
             body,

@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::listener::ConnGuard;
 use super::session::{SessionHub, Start, run_session};
+use crate::auth::{self, Identity};
 
 fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     headers
@@ -27,6 +28,13 @@ fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) 
 fn reject(status: StatusCode, why: &'static str) -> Response {
     (status, why).into_response()
 }
+
+fn reject_owned(status: StatusCode, why: String) -> Response {
+    (status, why).into_response()
+}
+
+/// The one subprotocol this server speaks, echoed when a client offers it.
+const SUBPROTOCOL: &str = "tickroom.v1";
 
 /// Any method but GET on `/ws` (HEAD included: a HEAD cannot upgrade).
 pub async fn method_not_allowed() -> Response {
@@ -93,6 +101,41 @@ pub async fn ws_upgrade(
     if hub.registry.blocks().ip_blocked(peer.ip()) {
         return reject(StatusCode::FORBIDDEN, "your address is blocked\n");
     }
+    // A browser offers subprotocols to pass its token (`bearer.<token>`): the answer must
+    // choose one it offered, and the one to offer with it is `tickroom.v1`.
+    let offered: Vec<&str> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let subprotocol = !offered.is_empty();
+    if subprotocol && !offered.contains(&SUBPROTOCOL) {
+        return reject(
+            StatusCode::BAD_REQUEST,
+            "offer the tickroom.v1 subprotocol (with bearer.<token> to pass a token)\n",
+        );
+    }
+    let prepared = prepared_id(req.uri().query()).map(str::to_owned);
+    // A prepared session carries the identity its REST call had; otherwise the token here.
+    let identity = if prepared.is_some() {
+        None
+    } else {
+        match hub
+            .auth
+            .identify(auth::token_of(headers, req.uri().query()))
+        {
+            Ok(id) => Some(id),
+            Err(e) => {
+                hub.metrics.auth_failed(e.as_str());
+                let mut resp = reject_owned(StatusCode::UNAUTHORIZED, format!("{e}\n"));
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                return resp;
+            }
+        }
+    };
     let accept = derive_accept_key(key.as_bytes());
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
         return reject(
@@ -102,11 +145,14 @@ pub async fn ws_upgrade(
     };
     let guard = req.extensions_mut().remove::<ConnGuard>();
     // Ids are hex, so no percent-decoding is needed; anything else simply matches nothing.
-    let start = match prepared_id(req.uri().query()) {
-        None => Start::Plain,
-        Some(id) => match hub.prepared.attach(id, std::time::Instant::now()) {
-            Some(p) => Start::Prepared(p),
-            None => Start::UnknownPrepared,
+    let (start, identity) = match prepared {
+        None => (Start::Plain, identity.unwrap_or_else(Identity::anonymous)),
+        Some(id) => match hub.prepared.attach(&id, std::time::Instant::now()) {
+            Some(p) => {
+                let identity = p.identity.clone();
+                (Start::Prepared(p), identity)
+            }
+            None => (Start::UnknownPrepared, Identity::anonymous()),
         },
     };
     let tracker = hub.tracker.clone();
@@ -121,7 +167,8 @@ pub async fn ws_upgrade(
                     let hyper::upgrade::Parts { io, read_buf, .. } = parts;
                     let read = read_buf.to_vec();
                     drop(read_buf);
-                    return run_session(io.into_inner(), read, hub, peer, start, guard).await;
+                    return run_session(io.into_inner(), read, hub, peer, start, identity, guard)
+                        .await;
                 }
                 Err(_) => "the upgraded connection is not a TCP stream".to_owned(),
             },
@@ -132,11 +179,14 @@ pub async fn ws_upgrade(
         }
         tracing::debug!(%peer, error = failed, "upgrade failed");
     });
-    Response::builder()
+    let mut resp = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "upgrade")
         .header(header::UPGRADE, "websocket")
-        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
-        .body(Body::empty())
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept);
+    if subprotocol {
+        resp = resp.header(header::SEC_WEBSOCKET_PROTOCOL, SUBPROTOCOL);
+    }
+    resp.body(Body::empty())
         .expect("static response parts are valid")
 }
