@@ -232,3 +232,39 @@ async fn a_frame_sent_with_the_upgrade_request_is_not_lost() {
     assert_eq!(welcome.room, "arena");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_with_many_sessions_and_rooms_ends_within_five_seconds() {
+    let mut config = test_config();
+    config.game.auto_create = true;
+    config.game.max_rooms = 100;
+    config.game.max_rooms_per_ip = 100;
+    let server = start(config).await;
+    // 300 sessions over 60 rooms (59 created on first join), all in play.
+    let mut clients = Vec::new();
+    for i in 0..300 {
+        let mut c = Client::connect(&server).await;
+        let room = if i % 60 == 0 {
+            "arena".to_owned()
+        } else {
+            format!("room-{}", i % 60)
+        };
+        c.join(&room).await;
+        clients.push(c);
+    }
+    assert_eq!(
+        rooms_json(server.addr).await["rooms"]
+            .as_array()
+            .unwrap()
+            .len(),
+        60
+    );
+    let asked = std::time::Instant::now();
+    server.stop().await;
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "shutdown took {took:?} with 300 sessions in 60 rooms"
+    );
+    drop(clients);
+}
