@@ -153,4 +153,35 @@ mod tests {
         bytes.truncate(bytes.len() - 3);
         assert_eq!(snapshot(&bytes, 1), Err(Malformed));
     }
+
+    /// The server may send adjacent snapshots as one WebSocket message, their bytes
+    /// concatenated (protobuf reads them as one message). The scan ends on those and on every
+    /// cut of them, reporting the last part's tick and time as a full decode does.
+    #[test]
+    fn concatenated_snapshots_and_their_cuts_end() {
+        let part = |tick: u64, ids: std::ops::RangeInclusive<u32>| {
+            ServerMessage {
+                tick,
+                body: Some(Body::Snapshot(Snapshot {
+                    server_time_us: 1_000 + tick as i64,
+                    objects: ids.map(|id| entity(id, id + 100)).collect(),
+                })),
+            }
+            .encode_to_vec()
+        };
+        let bytes = [part(7, 1..=3), part(8, 4..=6), part(9, 7..=9)].concat();
+        let got = snapshot(&bytes, 8).unwrap().unwrap();
+        assert_eq!(
+            got,
+            Scanned {
+                tick: 9,
+                server_time_us: 1_009,
+                acked: Some(108),
+            }
+        );
+        for end in 0..bytes.len() {
+            // Any answer will do; each call returning is the point.
+            let _ = snapshot(&bytes[..end], 8);
+        }
+    }
 }
