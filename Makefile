@@ -16,12 +16,14 @@ FLAME_FREQUENCY ?= 99
 FLAME_LIBC ?= false
 # bench-load: flags of benches/load_targets.rs, e.g. "--quick --runs 1 --no-docs" or "--only game,chat".
 BENCH_LOAD_ARGS ?=
+# soak: seconds of mixed load (client-sim mix, MIX_ARGS for its sizes).
+SOAK_SECONDS ?= 600
 # A server already on the load ports would be measured instead of the one we start.
 PORTS_FREE = for p in $(LOAD_PORT) $(LOAD_OPS_PORT); do \
 	if curl -s -o /dev/null --max-time 1 http://127.0.0.1:$$p/; then \
 		echo "port $$p is in use: stop what listens there or set LOAD_PORT/LOAD_OPS_PORT" >&2; exit 1; fi; done
 
-.PHONY: run test lint fmt build release bench bench-load load flamegraph clean
+.PHONY: run test lint fmt build release bench bench-load load soak flamegraph clean
 
 ## run: serve the demo (arena game room) on 127.0.0.1:8080, ops on 127.0.0.1:9090
 run:
@@ -53,6 +55,10 @@ bench-load:
 	$(CARGO) build --release --workspace
 	$(CARGO) bench --bench write_probe --no-run
 	$(CARGO) bench --bench load_targets -- $(BENCH_LOAD_ARGS)
+
+## soak: 10 minutes of mixed moderate load; server RSS and alive tasks: start, end, slope
+soak: release
+	benches/soak.sh $(SOAK_SECONDS)
 
 ## load: release server pinned to core $(SERVER_CPU), client-sim $(SCENARIO) pinned to core $(CLIENT_CPU)
 load: release
