@@ -113,7 +113,8 @@ pub struct SessionConfig {
     /// slower (its frames, complete or not, cannot take more than a share of a core).
     pub read_bytes_per_sec: usize,
     pub read_burst_bytes: usize,
-    /// Bytes arriving this long without completing a message close the session (1008).
+    /// A data message in progress this long (from its first frame; control frames between
+    /// its fragments do not end it) closes the session (1008).
     pub message_timeout_ms: u64,
     /// A session whose writes stay deferred this long (socket full, or its flow-control
     /// window never reopened) is closed with 4000; checked at each heartbeat. 0: never.

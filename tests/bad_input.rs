@@ -214,6 +214,66 @@ async fn after_a_refused_join_the_session_is_in_no_room() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_only_answers_heartbeats_outlives_the_message_timeout() {
+    let mut config = test_config();
+    config.session.message_timeout_ms = 300;
+    config.session.ping_interval_ms = 100;
+    let server = start(config).await;
+    let mut ws = client_sim::toolkit::rawws::RawWs::connect(server.addr, "/ws", None)
+        .await
+        .unwrap();
+    let join = tickroom::proto::v1::ClientMessage {
+        body: Some(Body::Join(tickroom::proto::v1::Join {
+            room: "arena".into(),
+            ..Default::default()
+        })),
+    };
+    ws.send(&prost::Message::encode_to_vec(&join))
+        .await
+        .unwrap();
+    // Nothing but pongs for five message timeouts: every one of them is a whole control
+    // frame, not part of a message in progress.
+    let (mut pings, mut snapshots) = (0, 0);
+    let until = tokio::time::Instant::now() + std::time::Duration::from_millis(1500);
+    while tokio::time::Instant::now() < until {
+        let f = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("in time")
+            .expect("the session stays open");
+        match f.opcode {
+            0x9 => {
+                pings += 1;
+                ws.send_frame(0x8A, &f.payload).await.unwrap();
+            }
+            0x2 => snapshots += 1,
+            0x8 => panic!("closed: {:?} {:?}", f.close_code(), &f.payload),
+            _ => {}
+        }
+    }
+    assert!(pings >= 5, "{pings} heartbeats");
+    assert!(snapshots > 0);
+    // And the session still answers.
+    let ping = tickroom::proto::v1::ClientMessage {
+        body: Some(Body::Ping(Ping { client_time_us: 42 })),
+    };
+    ws.send(&prost::Message::encode_to_vec(&ping))
+        .await
+        .unwrap();
+    loop {
+        let bytes = tokio::time::timeout(WAIT, ws.next_binary())
+            .await
+            .expect("in time")
+            .expect("open");
+        let msg: tickroom::proto::v1::ServerMessage = prost::Message::decode(bytes).unwrap();
+        if let Some(SBody::Pong(p)) = msg.body {
+            assert_eq!(p.client_time_us, 42);
+            break;
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_that_never_ends_is_closed_with_1008() {
     let mut config = test_config();
     config.session.message_timeout_ms = 300;

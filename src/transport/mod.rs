@@ -5,6 +5,7 @@
 mod admission;
 mod close;
 mod flusher;
+mod framing;
 mod listener;
 mod prepared;
 mod session;

@@ -173,16 +173,14 @@ pub async fn run_session<K>(
     }
     let wire = Wire::new(tcp, outbox.clone(), max_unsent);
     let link = Link::attach(wire.clone(), hub.flushers.shard(id));
-    let mut stream = WebSocketStream::from_partially_read(
-        wire.io(ReadLimits {
-            bytes_per_sec: hub.config.read_bytes_per_sec as f64,
-            burst_bytes: hub.config.read_burst_bytes as f64,
-        }),
-        read,
-        Role::Server,
-        Some(ws_config(&hub.config)),
-    )
-    .await;
+    let mut io = wire.io(ReadLimits {
+        bytes_per_sec: hub.config.read_bytes_per_sec as f64,
+        burst_bytes: hub.config.read_burst_bytes as f64,
+    });
+    io.already_read(&read);
+    let mut stream =
+        WebSocketStream::from_partially_read(io, read, Role::Server, Some(ws_config(&hub.config)))
+            .await;
     let token = hub.shutdown.child_token();
     let writer = hub.tracker.spawn(write_loop(
         wire.clone(),
@@ -331,7 +329,6 @@ impl Reader<'_> {
                 None => return CloseReason::PeerGone,
                 Some(Err(e)) => return read_error_reason(&e),
                 Some(Ok(Message::Binary(bytes))) => {
-                    stream.get_mut().message_done();
                     if let Some(reason) = self.on_binary(bytes, last_frame).await {
                         return reason;
                     }
@@ -339,7 +336,8 @@ impl Reader<'_> {
                 Some(Ok(Message::Text(_))) => return CloseReason::TextFrame,
                 Some(Ok(Message::Close(_))) => return CloseReason::ClientClosed,
                 // Pings are answered by tungstenite; any frame proves the peer alive, unless
-                // it comes in the middle of a message that never ends. Pings cost a pong
+                // it comes between the fragments of a data message that never ends (a client
+                // that only answers heartbeats has none in progress). Pings cost a pong
                 // each, so they count towards the message rate.
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
                     if stream.get_ref().partial_for(last_frame.into_std()) >= message_timeout {

@@ -54,6 +54,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::close::CloseReason;
+use super::framing::MessageClock;
 use crate::engine::Outbox;
 use crate::metrics::{Metrics, WriteCounters};
 
@@ -181,7 +182,7 @@ impl Wire {
             tokens: limits.burst_bytes,
             refilled: Instant::now(),
             wait: None,
-            partial_since: None,
+            clock: MessageClock::default(),
         }
     }
 
@@ -709,20 +710,19 @@ pub struct WireIo {
     refilled: Instant,
     /// While the budget is spent: when to read again.
     wait: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// Since when bytes have arrived without completing a message.
-    partial_since: Option<Instant>,
+    /// Whether a data message is in progress in what was read, and since when.
+    clock: MessageClock,
 }
 
 impl WireIo {
-    /// A whole message (or control frame) was read: nothing is partial any more.
-    pub fn message_done(&mut self) {
-        self.partial_since = None;
+    /// Bytes of the stream read before this reader took over (the upgrade's leftovers).
+    pub fn already_read(&mut self, bytes: &[u8]) {
+        self.clock.read(bytes, Instant::now());
     }
 
-    /// How long bytes have been arriving without completing a message.
+    /// How long a data message has been in progress without ending (zero: none is).
     pub fn partial_for(&self, now: Instant) -> Duration {
-        self.partial_since
-            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t))
+        self.clock.partial_for(now)
     }
 }
 
@@ -761,11 +761,9 @@ impl AsyncRead for WireIo {
             let take = room.len().min(this.tokens as usize);
             match tcp.try_read(&mut room[..take]) {
                 Ok(n) => {
+                    this.clock.read(&room[..n], now);
                     buf.advance(n);
                     this.tokens -= n as f64;
-                    if n > 0 && this.partial_since.is_none() {
-                        this.partial_since = Some(now);
-                    }
                     return Poll::Ready(Ok(()));
                 }
                 // Readiness was cleared: poll again to register for the next.
