@@ -6,6 +6,7 @@ mod chat;
 mod churn;
 mod drive;
 mod game;
+mod hostile;
 mod idle;
 mod limits;
 mod mix;
@@ -66,6 +67,9 @@ enum Scenario {
     /// One client stops reading for a while, then reads again: how old its first values are
     /// and how much came before the newest (the freshness contract).
     Pause(pause::PauseArgs),
+    /// Hostile inputs and faults one after another, each checked against docs/security.md,
+    /// while a game and a ticker bystander keep measuring.
+    Hostile(hostile::HostileArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -105,6 +109,7 @@ fn execute(mut scenario: Scenario, argv: Vec<String>) -> anyhow::Result<()> {
         Scenario::Idle(args) => finish(runtime.block_on(idle::run(args)), json),
         Scenario::Mix(args) => finish(runtime.block_on(mix::run(args)), json),
         Scenario::Pause(args) => finish(runtime.block_on(pause::run(args)), json),
+        Scenario::Hostile(args) => finish(runtime.block_on(hostile::run(args)), json),
     };
     // Stragglers were aborted already; do not let a stuck socket hold the exit.
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -121,7 +126,7 @@ impl Scenario {
             Scenario::Spike(a) => Some(&mut a.swarm),
             Scenario::Idle(a) => Some(&mut a.swarm),
             Scenario::Mix(a) => Some(&mut a.swarm),
-            Scenario::Churn(_) | Scenario::Pause(_) => None,
+            Scenario::Churn(_) | Scenario::Pause(_) | Scenario::Hostile(_) => None,
         }
     }
 
@@ -130,6 +135,7 @@ impl Scenario {
         match self {
             Scenario::Churn(a) => a.target.json.clone(),
             Scenario::Pause(a) => a.json.clone(),
+            Scenario::Hostile(a) => a.json.clone(),
             other => other.swarm_mut().and_then(|s| s.target.json.clone()),
         }
     }
