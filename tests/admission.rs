@@ -6,6 +6,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::bystanders::{Bystanders, with_prices};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -29,10 +30,13 @@ async fn refused_count(server: &TestServer, reason: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_a_cap_or_a_rate_are_answered_at_once() {
     let mut config = test_config();
-    config.server.max_connections = 4;
+    with_prices(&mut config);
+    // Four for the test, two for the bystanders (from 127.0.0.3).
+    config.server.max_connections = 6;
     config.server.max_connections_per_ip = 3;
     config.server.connects_per_ip_per_sec = 0.0;
     let server = start(config).await;
+    let bystanders = Bystanders::start(&server).await;
     // Three idle connections from 127.0.0.1, then a fourth: refused for the address.
     let mut held = Vec::new();
     for _ in 0..3 {
@@ -54,7 +58,7 @@ async fn connections_past_a_cap_or_a_rate_are_answered_at_once() {
         s.connect(server.addr).await.unwrap()
     };
     let _last = other(2).await;
-    let mut over = other(3).await;
+    let mut over = other(5).await;
     let answer = read_to_close(&mut over).await;
     assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
     assert!(
@@ -66,22 +70,26 @@ async fn connections_past_a_cap_or_a_rate_are_answered_at_once() {
     // A place comes back when a connection closes.
     drop(held.pop());
     eventually("a place came back", || async {
-        let mut c = other(4).await;
+        let mut c = other(6).await;
         c.write_all(b"GET /rooms HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
             .await
             .unwrap();
         read_to_close(&mut c).await.starts_with("HTTP/1.1 200 ")
     })
     .await;
+    bystanders.kept_every_tick(&server).await;
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fast_connector_gets_429() {
     let mut config = test_config();
+    with_prices(&mut config);
     config.server.connects_per_ip_per_sec = 0.5;
     config.server.connect_burst_per_ip = 2.0;
     let server = start(config).await;
+    // The bystanders' address has its own burst: two connections.
+    let bystanders = Bystanders::start(&server).await;
     let bind = |n: u8| {
         let s = tokio::net::TcpSocket::new_v4().unwrap();
         s.bind(std::net::SocketAddr::from(([127, 0, 0, n], 0)))
@@ -95,6 +103,7 @@ async fn a_fast_connector_gets_429() {
     assert!(answer.starts_with("HTTP/1.1 429 "), "{answer}");
     assert!(answer.contains("Retry-After: 1"), "{answer}");
     assert_eq!(refused_count(&server, "rate").await, Some(1.0));
+    bystanders.kept_every_tick(&server).await;
     server.stop().await;
 }
 
@@ -104,7 +113,10 @@ async fn idle_and_stalled_requests_are_cut_and_bodies_are_capped() {
     config.server.header_timeout_ms = 300;
     config.server.request_timeout_ms = 300;
     config.server.max_request_body_bytes = 1024;
+    with_prices(&mut config);
     let server = start(config).await;
+    // Upgraded connections are past the header and request deadlines.
+    let bystanders = Bystanders::start(&server).await;
     // A connection that never sends a request is closed.
     let mut idle = TcpStream::connect(server.addr).await.unwrap();
     assert_eq!(
@@ -137,12 +149,16 @@ async fn idle_and_stalled_requests_are_cut_and_bodies_are_capped() {
     let big = format!("{{\"symbols\": [\"{}\"]}}", "X".repeat(2000));
     let (status, _) = http_request(server.addr, "POST", "/api/v1/sessions", &big).await;
     assert_eq!(status, 413);
+    bystanders.kept_every_tick(&server).await;
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_do_not_lock_probes_out_of_the_operations_port() {
-    let server = start(test_config()).await;
+    let mut config = test_config();
+    with_prices(&mut config);
+    let server = start(config).await;
+    let bystanders = Bystanders::start(&server).await;
     let mut idle = Vec::new();
     for _ in 0..100 {
         idle.push(TcpStream::connect(server.ops).await.unwrap());
@@ -152,6 +168,7 @@ async fn idle_connections_do_not_lock_probes_out_of_the_operations_port() {
             .await
             .expect("healthz answers while 100 idle connections are open");
     assert_eq!(status, 200);
+    bystanders.kept_every_tick(&server).await;
     server.stop().await;
 }
 
@@ -162,7 +179,9 @@ async fn created_rooms_are_capped_per_address_and_removed_when_idle() {
     config.game.auto_create = true;
     config.game.max_rooms_per_ip = 2;
     config.game.idle_room_ms = 300;
+    with_prices(&mut config);
     let server = start(config).await;
+    let bystanders = Bystanders::start(&server).await;
     let listed = |name: &'static str| {
         let addr = server.addr;
         async move {
@@ -193,5 +212,6 @@ async fn created_rooms_are_capped_per_address_and_removed_when_idle() {
     .await;
     assert!(listed("mine-2").await, "the room with a member stays");
     d.join("mine-3").await;
+    bystanders.kept_every_tick(&server).await;
     server.stop().await;
 }

@@ -7,6 +7,7 @@ mod common;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use common::bystanders::{Bystanders, with_prices};
 use common::*;
 use tickroom::auth::AuthConfig;
 use tickroom::proto::v1::{ErrorCode, Input, Join, client_message::Body};
@@ -24,6 +25,7 @@ fn config(auth: AuthConfig) -> tickroom::Config {
     let mut c = test_config();
     c.auth = auth;
     c.game.auto_create = true;
+    with_prices(&mut c);
     c.rooms.push(tickroom::config::RoomConfig::Chat {
         name: "chat".into(),
         chat: Default::default(),
@@ -96,6 +98,8 @@ fn refused(r: Result<Client, tokio_tungstenite::tungstenite::Error>) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_bad_or_expired_token_is_401_and_a_good_one_in_any_place_is_let_in() {
     let server = start(config(hs256())).await;
+    let bystanders =
+        Bystanders::start_with(&server, &format!("?token={}", token(serde_json::json!({})))).await;
     assert_eq!(refused(connect_with(&server, "", &[]).await), 401);
     let forged = jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
@@ -149,12 +153,15 @@ async fn no_bad_or_expired_token_is_401_and_a_good_one_in_any_place_is_let_in() 
         m.value("tickroom_auth_failures_total", &[("reason", "expired")]),
         Some(1.0)
     );
+    bystanders.kept_every_tick(&server).await;
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_kinds_and_permissions_are_enforced() {
     let server = start(config(hs256())).await;
+    let bystanders =
+        Bystanders::start_with(&server, &format!("?token={}", token(serde_json::json!({})))).await;
     let t = token(
         serde_json::json!({"rooms": ["arena", "chat"], "perms": ["subscribe", "chat"], "name": "Al"}),
     );
@@ -199,12 +206,15 @@ async fn rooms_kinds_and_permissions_are_enforced() {
         unreachable!()
     };
     assert_eq!(b.messages[0].from, "Al");
+    bystanders.kept_every_tick(&server).await;
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_that_expires_mid_session_closes_it_with_4004() {
     let server = start(config(hs256())).await;
+    let bystanders =
+        Bystanders::start_with(&server, &format!("?token={}", token(serde_json::json!({})))).await;
     let t = sign(serde_json::json!({"sub": "brief", "exp": now_s() + 2}));
     let mut c = connect_with(&server, "", &[("authorization", format!("Bearer {t}"))])
         .await
@@ -215,6 +225,7 @@ async fn a_token_that_expires_mid_session_closes_it_with_4004() {
         (closed.code, closed.reason.as_str()),
         (4004, "token expired")
     );
+    bystanders.kept_every_tick(&server).await;
     server.stop().await;
 }
 

@@ -2,29 +2,17 @@
 
 mod common;
 
+use common::bystanders::{Bystanders, with_prices};
 use common::*;
 use tickroom::proto::v1::{ErrorCode, Ping, client_message::Body, server_message::Body as SBody};
 use tokio_tungstenite::tungstenite::Message;
 
-/// A bystander that must keep receiving snapshots while others misbehave.
-async fn bystander(server: &TestServer) -> (Client, u64) {
-    let mut c = Client::connect(server).await;
-    c.join("arena").await;
-    let (tick, _) = c.snapshot().await;
-    (c, tick)
-}
-
-async fn still_receiving(c: &mut Client, after: u64) {
-    let (tick, _) = c.snapshot().await;
-    assert!(tick > after);
-    let (next, _) = c.snapshot().await;
-    assert!(next > tick);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_bytes_get_an_error_and_the_session_goes_on() {
-    let server = start(test_config()).await;
-    let (mut other, tick) = bystander(&server).await;
+    let mut config = test_config();
+    with_prices(&mut config);
+    let server = start(config).await;
+    let bystanders = Bystanders::start(&server).await;
     let mut c = Client::connect(&server).await;
     // Field 1, wire type 2, length 200 with 2 bytes of payload: truncated.
     c.send_raw(raw(&[0x0a, 0xc8, 0x01, 0x01, 0x02])).await;
@@ -57,21 +45,23 @@ async fn malformed_bytes_get_an_error_and_the_session_goes_on() {
     assert!(p.server_time_us > 0);
     c.join("arena").await;
     c.snapshot().await;
-    still_receiving(&mut other, tick).await;
+    bystanders.kept_every_tick(&server).await;
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_text_frame_closes_with_1003() {
-    let server = start(test_config()).await;
-    let (mut other, tick) = bystander(&server).await;
+    let mut config = test_config();
+    with_prices(&mut config);
+    let server = start(config).await;
+    let bystanders = Bystanders::start(&server).await;
     let mut c = Client::connect(&server).await;
     c.join("arena").await;
     c.send_raw(Message::text("{\"join\":\"arena\"}")).await;
     let closed = c.expect_close().await;
     assert_eq!(closed.code, 1003);
     assert!(closed.reason.contains("binary"), "{closed:?}");
-    still_receiving(&mut other, tick).await;
+    bystanders.kept_every_tick(&server).await;
     server.stop().await;
 }
 
@@ -94,15 +84,16 @@ async fn a_text_frame_of_invalid_utf8_closes_with_1003_too() {
 async fn an_oversize_message_closes_with_1009() {
     let mut config = test_config();
     config.session.max_message_bytes = 1024;
+    with_prices(&mut config);
     let server = start(config).await;
-    let (mut other, tick) = bystander(&server).await;
+    let bystanders = Bystanders::start(&server).await;
     let mut c = Client::connect(&server).await;
     c.join("arena").await;
     c.send_raw(Message::Binary(vec![0u8; 4096].into())).await;
     let closed = c.expect_close().await;
     assert_eq!(closed.code, 1009, "{closed:?}");
     assert_eq!(closed.reason, "message too big");
-    still_receiving(&mut other, tick).await;
+    bystanders.kept_every_tick(&server).await;
     eventually("the closed session left the room", || async {
         room_sessions(&server, "arena").await == 1
     })
@@ -116,8 +107,9 @@ async fn a_flood_is_rate_limited_then_closed_with_1008() {
     config.session.rate_per_sec = 50;
     config.session.rate_burst = 10;
     config.session.abuse_drops = 200;
+    with_prices(&mut config);
     let server = start(config).await;
-    let (mut other, tick) = bystander(&server).await;
+    let bystanders = Bystanders::start(&server).await;
     let mut c = Client::connect(&server).await;
     for i in 0..1_000 {
         c.send(Body::Ping(Ping { client_time_us: i })).await;
@@ -126,7 +118,7 @@ async fn a_flood_is_rate_limited_then_closed_with_1008() {
     let closed = c.expect_close().await;
     assert_eq!(closed.code, 1008, "{closed:?}");
     assert!(closed.reason.contains("rate"), "{closed:?}");
-    still_receiving(&mut other, tick).await;
+    bystanders.kept_every_tick(&server).await;
     server.stop().await;
 }
 
@@ -142,8 +134,9 @@ async fn a_client_that_stops_reading_is_closed_as_slow_consumer() {
             ..Default::default()
         },
     });
+    with_prices(&mut config);
     let server = start(config).await;
-    let (mut other, tick) = bystander(&server).await;
+    let bystanders = Bystanders::start(&server).await;
 
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
@@ -190,7 +183,7 @@ async fn a_client_that_stops_reading_is_closed_as_slow_consumer() {
         (closed.code, closed.reason.as_str()),
         (4000, "slow consumer: reliable queue overflow")
     );
-    still_receiving(&mut other, tick).await;
+    bystanders.kept_every_tick(&server).await;
     server.stop().await;
 }
 
@@ -277,8 +270,9 @@ async fn a_client_that_only_answers_heartbeats_outlives_the_message_timeout() {
 async fn a_message_that_never_ends_is_closed_with_1008() {
     let mut config = test_config();
     config.session.message_timeout_ms = 300;
+    with_prices(&mut config);
     let server = start(config).await;
-    let (mut other, tick) = bystander(&server).await;
+    let bystanders = Bystanders::start(&server).await;
     let mut ws = client_sim::toolkit::rawws::RawWs::connect(server.addr, "/ws", None)
         .await
         .unwrap();
@@ -304,6 +298,6 @@ async fn a_message_that_never_ends_is_closed_with_1008() {
     };
     assert_eq!(close.close_code(), Some(1008), "{close:?}");
     assert_eq!(&close.payload[2..], b"message not completed in time");
-    still_receiving(&mut other, tick).await;
+    bystanders.kept_every_tick(&server).await;
     server.stop().await;
 }

@@ -6,6 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use common::bystanders::{Bystanders, with_prices};
 use common::*;
 use tickroom::config::RoomConfig;
 use tickroom::moderation::FilterPolicy;
@@ -173,6 +174,52 @@ async fn listed_words_are_masked_or_rejected_in_latin_and_chinese() {
         [("amy".to_string(), "clean".to_string())],
         "the rejected one never went out"
     );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unicode_tricks_pass_neither_the_word_filter_nor_the_block_list() {
+    let mut config = chat_config(ChatConfig {
+        blocked_words: vec!["badword".into(), "笨蛋".into()],
+        ..ChatConfig::default()
+    });
+    with_prices(&mut config);
+    let server = start(config).await;
+    let bystanders = Bystanders::start(&server).await;
+    let mut viewer = Client::connect(&server).await;
+    viewer.join("live").await;
+    // Words split by zero-width characters or written in fullwidth letters are caught.
+    let mut amy = Client::connect(&server).await;
+    amy.join_as("live", "", "amy").await;
+    say(&mut amy, "bad\u{200b}word", 1).await;
+    say(&mut amy, "ｂａｄｗｏｒｄ", 2).await;
+    say(&mut amy, "笨\u{200b}蛋", 3).await;
+    let (got, _) = messages(&mut viewer, 3).await;
+    let texts: Vec<_> = got.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(texts, ["*******", "*******", "**"]);
+    // A blocked user does not come back with an invisible character or in fullwidth.
+    assert_eq!(
+        admin(&server, "PUT", "/admin/blocks/users/troll", TOKEN, "").await,
+        200
+    );
+    for name in ["troll\u{200b}", "tr\u{200d}oll", "ｔｒｏｌｌ"] {
+        let mut t = Client::connect(&server).await;
+        t.join_as("live", "", name).await;
+        say(&mut t, "hi", 1).await;
+        expect_error(&mut t, ErrorCode::Blocked).await;
+    }
+    // Names with bidi controls, or with nothing visible, are refused.
+    for name in ["\u{202e}evil", "\u{200b}\u{200b}", "   "] {
+        let mut c = Client::connect(&server).await;
+        c.send(Body::Join(tickroom::proto::v1::Join {
+            room: "live".into(),
+            name: name.into(),
+            ..Default::default()
+        }))
+        .await;
+        expect_error(&mut c, ErrorCode::InvalidArgument).await;
+    }
+    bystanders.kept_every_tick(&server).await;
     server.stop().await;
 }
 

@@ -1,14 +1,15 @@
 //! A bounded random-frame soak against the real server: clients send seeded random frames
 //! (valid and garbage protobuf, text, fragments that never end, stray continuations, control
-//! frames, unmasked frames, absurd lengths, raw bytes) while a bystander plays in the arena.
-//! The server must answer each with an error or a close, keep the bystander's snapshots
-//! coming, stay healthy, and be back to the bystander alone when the fuzzers are gone.
+//! frames, unmasked frames, absurd lengths, raw bytes) while bystanders play in the arena and
+//! read a ticker. The server must answer each with an error or a close, stay healthy, be back
+//! to the bystanders alone when the fuzzers are gone, and the bystanders keep every tick.
 
 mod common;
 
 use std::time::Duration;
 
 use client_sim::toolkit::rawws::RawWs;
+use common::bystanders::{Bystanders, with_prices};
 use common::*;
 use prost::Message as _;
 use rand::rngs::StdRng;
@@ -97,10 +98,9 @@ async fn fuzz(server: &TestServer, seed: u64) {
 async fn random_frames_never_hurt_the_server_or_a_bystander() {
     let mut config = test_config();
     config.session.message_timeout_ms = 500;
+    with_prices(&mut config);
     let server = start(config).await;
-    let mut bystander = Client::connect(&server).await;
-    bystander.join("arena").await;
-    let (first, _) = bystander.snapshot().await;
+    let bystanders = Bystanders::start(&server).await;
 
     let fuzzers: Vec<_> = (0..CLIENTS)
         .map(|seed| {
@@ -113,28 +113,18 @@ async fn random_frames_never_hurt_the_server_or_a_bystander() {
             tokio::spawn(async move { fuzz(&server, 0x5eed_0000 + seed).await })
         })
         .collect();
-    // Meanwhile the bystander keeps getting snapshots with increasing ticks.
-    let mut last = first;
-    let mut snapshots = 0;
-    while fuzzers.iter().any(|f| !f.is_finished()) {
-        let (tick, _) = bystander.snapshot().await;
-        assert!(tick > last, "ticks increase: {tick} after {last}");
-        last = tick;
-        snapshots += 1;
-    }
     for f in fuzzers {
         f.await.expect("a fuzzing client panicked");
     }
-    assert!(snapshots > 0);
     assert_eq!(http_get(server.ops, "/healthz").await.0, 200);
-    // Every fuzzer's session ends; only the bystander is left.
+    // Every fuzzer's session ends; only the two bystanders are left.
     eventually("the fuzzers' sessions are gone", || async {
         let (_, m) = http_get(server.ops, "/metrics").await;
         client_sim::toolkit::prom::Metrics::parse(&m).value("tickroom_connections_active", &[])
-            == Some(1.0)
+            == Some(2.0)
     })
     .await;
-    let (tick, _) = bystander.snapshot().await;
-    assert!(tick > last);
+    // Meanwhile the bystanders kept every tick.
+    bystanders.kept_every_tick(&server).await;
     server.stop().await;
 }

@@ -250,7 +250,9 @@ where
         drop(guard);
         let rendered = render(&report);
         drop(report);
-        // The profiler's tables are large (hundreds of MB freed at once): give them back.
+        // Symbolizing parsed the binary's debug info into backtrace-rs's cache (hundreds of
+        // MB, kept for the process's life): drop it, then give the freed pages back.
+        backtrace::clear_symbol_cache();
         crate::memory::trim();
         rendered
     });

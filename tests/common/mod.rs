@@ -1,6 +1,8 @@
 //! Test support: a real server on ephemeral loopback ports and a real WebSocket client.
 #![allow(dead_code)]
 
+pub mod bystanders;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
