@@ -93,11 +93,11 @@ async fn an_oversize_message_closes_with_1009() {
     let closed = c.expect_close().await;
     assert_eq!(closed.code, 1009, "{closed:?}");
     assert_eq!(closed.reason, "message too big");
-    bystanders.kept_every_tick(&server).await;
     eventually("the closed session left the room", || async {
         room_sessions(&server, "arena").await == 1
     })
     .await;
+    bystanders.kept_every_tick(&server).await;
     server.stop().await;
 }
 
@@ -266,6 +266,36 @@ async fn a_client_that_only_answers_heartbeats_outlives_the_message_timeout() {
     server.stop().await;
 }
 
+/// Feeds a binary message that never ends: its first fragment, then `per_batch` empty
+/// continuations and a ping every `every`, until the server closes. The close frame.
+async fn endless_message(
+    server: &TestServer,
+    per_batch: usize,
+    every: std::time::Duration,
+) -> client_sim::toolkit::rawws::Frame {
+    let mut ws = client_sim::toolkit::rawws::RawWs::connect(server.addr, "/ws", None)
+        .await
+        .unwrap();
+    ws.send_frame(0x02, b"").await.unwrap();
+    let until = tokio::time::Instant::now() + std::time::Duration::from_millis(1500);
+    while tokio::time::Instant::now() < until {
+        for _ in 0..per_batch {
+            let _ = tokio::time::timeout(WAIT, ws.send_frame(0x00, b"")).await;
+        }
+        let _ = tokio::time::timeout(WAIT, ws.send_frame(0x89, b"alive")).await;
+        tokio::time::sleep(every).await;
+    }
+    loop {
+        let f = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("in time")
+            .expect("a close frame before the end");
+        if f.opcode == 0x8 {
+            return f;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_that_never_ends_is_closed_with_1008() {
     let mut config = test_config();
@@ -273,31 +303,19 @@ async fn a_message_that_never_ends_is_closed_with_1008() {
     with_prices(&mut config);
     let server = start(config).await;
     let bystanders = Bystanders::start(&server).await;
-    let mut ws = client_sim::toolkit::rawws::RawWs::connect(server.addr, "/ws", None)
-        .await
-        .unwrap();
-    // The first fragment of a binary message, then empty continuations and pings for ever:
-    // no message is ever completed, and the pings would look like signs of life.
-    ws.send_frame(0x02, b"").await.unwrap();
-    let until = tokio::time::Instant::now() + std::time::Duration::from_millis(1500);
-    while tokio::time::Instant::now() < until {
-        for _ in 0..50 {
-            let _ = tokio::time::timeout(WAIT, ws.send_frame(0x00, b"")).await;
-        }
-        let _ = tokio::time::timeout(WAIT, ws.send_frame(0x89, b"alive")).await;
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    let close = loop {
-        let f = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("in time")
-            .expect("a close frame before the end");
-        if f.opcode == 0x8 {
-            break f;
-        }
-    };
+    // Slowly, well under the message rate: the pings would look like signs of life, but no
+    // message is ever completed.
+    let close = endless_message(&server, 1, std::time::Duration::from_millis(50)).await;
     assert_eq!(close.close_code(), Some(1008), "{close:?}");
     assert_eq!(&close.payload[2..], b"message not completed in time");
+    // Fast: every fragment counts as a message, so the rate limit ends it first.
+    let mut config = test_config();
+    config.session.message_timeout_ms = 60_000;
+    let fast = start(config).await;
+    let close = endless_message(&fast, 50, std::time::Duration::from_millis(10)).await;
+    assert_eq!(close.close_code(), Some(1008), "{close:?}");
+    assert_eq!(&close.payload[2..], b"message rate limit exceeded");
+    fast.stop().await;
     bystanders.kept_every_tick(&server).await;
     server.stop().await;
 }

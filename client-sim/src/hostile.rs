@@ -134,7 +134,7 @@ struct Attack {
     expected: &'static str,
 }
 
-const ATTACKS: [Attack; 16] = [
+const ATTACKS: [Attack; 17] = [
     Attack {
         n: 1,
         name: "malformed",
@@ -156,8 +156,8 @@ const ATTACKS: [Attack; 16] = [
     Attack {
         n: 4,
         name: "fragments",
-        what: "endless empty continuations + pings",
-        expected: "close 1008 message not completed in time, at 10 s",
+        what: "endless empty continuations, 1,000/s, + 50 pings/s",
+        expected: "close 1008 message rate limit exceeded, within 5 s (fragments count as messages)",
     },
     Attack {
         n: 5,
@@ -230,6 +230,12 @@ const ATTACKS: [Attack; 16] = [
         name: "ops-idle",
         what: "80 idle connections to the operations port",
         expected: "GET /healthz 200 within 1 s",
+    },
+    Attack {
+        n: 17,
+        name: "slow-fragments",
+        what: "endless empty continuations, 10/s, + 10 pings/s",
+        expected: "close 1008 message not completed in time, at 10 s",
     },
 ];
 
@@ -630,7 +636,7 @@ async fn run_attack(n: u8, ctx: &Ctx) -> anyhow::Result<Answer> {
         1 => malformed(ctx).await,
         2 => oversize(ctx).await,
         3 => text_frame(ctx).await,
-        4 => endless_message(ctx).await,
+        4 => endless_message(ctx, Endless::Fast).await,
         5 => flood(ctx).await,
         6 => idle_connections(ctx).await,
         7 => half_headers(ctx).await,
@@ -643,6 +649,7 @@ async fn run_attack(n: u8, ctx: &Ctx) -> anyhow::Result<Answer> {
         14 => slow_consumer(ctx).await,
         15 => chat_unicode(ctx).await,
         16 => ops_idle(ctx).await,
+        17 => endless_message(ctx, Endless::Slow).await,
         _ => bail!("no attack {n}"),
     }
 }
@@ -1107,24 +1114,37 @@ async fn text_frame(ctx: &Ctx) -> anyhow::Result<Answer> {
 /// 4: a message that never completes: empty continuation frames, with pings between them
 /// that would pass for signs of life. About 1,000 frames and 50 pings a second: far below
 /// the byte and message rates, so only the message deadline can end it.
-async fn endless_message(ctx: &Ctx) -> anyhow::Result<Answer> {
+/// How fast attacks 4 and 17 feed their message that never ends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Endless {
+    /// 20 continuations and a ping every 20 ms: far past the message rate.
+    Fast,
+    /// One continuation and a ping every 100 ms: well under it.
+    Slow,
+}
+
+async fn endless_message(ctx: &Ctx, speed: Endless) -> anyhow::Result<Answer> {
+    let (per_batch, every) = match speed {
+        Endless::Fast => (20, Duration::from_millis(20)),
+        Endless::Slow => (1, Duration::from_millis(100)),
+    };
     let mut ws = ctx.ws().await?;
     let started = Instant::now();
     ws.send_frame(0x02, b"").await?;
     let (mut frames, mut pings) = (1u64, 0u64);
-    let mut pace = tokio::time::interval(Duration::from_millis(20));
+    let mut pace = tokio::time::interval(every);
     let mut write_error = None;
     let mut end = End::Open;
     'feed: while started.elapsed() < ENDLESS_FOR {
         pace.tick().await;
-        let mut batch = Vec::with_capacity(20 * 6 + 11);
-        for _ in 0..20 {
+        let mut batch = Vec::with_capacity(per_batch * 6 + 11);
+        for _ in 0..per_batch {
             small_frame(&mut batch, 0x00, b"");
         }
         small_frame(&mut batch, 0x89, b"alive");
         match timeout(Duration::from_secs(1), ws.send_bytes(&batch)).await {
             Ok(Ok(())) => {
-                frames += 20;
+                frames += per_batch as u64;
                 pings += 1;
             }
             Ok(Err(e)) => {
@@ -1165,8 +1185,12 @@ async fn endless_message(ctx: &Ctx) -> anyhow::Result<Answer> {
             .await
             .end;
     }
-    let ok =
-        end.is(1008, "message not completed in time") && closed_after <= HEADER_TIMEOUT + SLACK;
+    let ok = match speed {
+        Endless::Fast => end.is(1008, "message rate limit exceeded") && closed_after <= PATIENCE,
+        Endless::Slow => {
+            end.is(1008, "message not completed in time") && closed_after <= HEADER_TIMEOUT + SLACK
+        }
+    };
     Ok(Answer {
         seen: format!(
             "{} after {} ({frames} frames, {pings} pings)",

@@ -7,7 +7,8 @@
 use std::io::Cursor;
 use std::time::{Duration, Instant};
 
-use tokio_tungstenite::tungstenite::protocol::frame::{FrameHeader, coding::OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 /// The longest frame header: 2 bytes, 8 of extended length, 4 of mask.
 const MAX_HEADER: usize = 14;
@@ -24,6 +25,9 @@ pub struct MessageClock {
     ends_message: bool,
     /// Since when a data message has been in progress (its first header was read).
     since: Option<Instant>,
+    /// Continuation frames (a message's fragments after its first) read since the last
+    /// [`MessageClock::take_continuations`].
+    continuations: u32,
     /// A header tungstenite refuses: it ends the session, and there is nothing to follow.
     lost: bool,
 }
@@ -60,6 +64,11 @@ impl MessageClock {
         }
     }
 
+    /// Continuation frames begun since the last call.
+    pub fn take_continuations(&mut self) -> u32 {
+        std::mem::take(&mut self.continuations)
+    }
+
     /// How long a data message has been in progress without ending (zero: none is).
     pub fn partial_for(&self, now: Instant) -> Duration {
         self.since
@@ -69,8 +78,11 @@ impl MessageClock {
     fn frame_started(&mut self, header: &FrameHeader, len: u64, now: Instant) {
         // Control frames may come between a message's fragments and change nothing.
         self.ends_message = match header.opcode {
-            OpCode::Data(_) => {
+            OpCode::Data(data) => {
                 self.since.get_or_insert(now);
+                if data == Data::Continue {
+                    self.continuations = self.continuations.saturating_add(1);
+                }
                 header.is_final
             }
             OpCode::Control(_) => false,
@@ -138,6 +150,8 @@ mod tests {
         assert_eq!(c.partial_for(at(1000, t0)), Duration::from_millis(1000));
         c.read(&frame(true, 0x0, b"cd"), at(1100, t0));
         assert_eq!(c.partial_for(at(2000, t0)), Duration::ZERO);
+        assert_eq!(c.take_continuations(), 2);
+        assert_eq!(c.take_continuations(), 0);
         // The next message starts its own clock.
         c.read(&frame(true, 0x2, b"x"), at(2100, t0));
         assert_eq!(c.partial_for(at(3000, t0)), Duration::ZERO);

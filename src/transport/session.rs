@@ -325,6 +325,13 @@ impl Reader<'_> {
                 return wire.close_reason().unwrap_or(CloseReason::PeerGone);
             }
             last_frame = Instant::now();
+            // Each fragment after a message's first frame counts towards the message rate
+            // too: a message cut into many frames costs what that many messages cost.
+            for _ in 0..stream.get_mut().take_continuations() {
+                if self.limiter.check(last_frame.into_std()) == Verdict::Abuse {
+                    return CloseReason::RateAbuse;
+                }
+            }
             match msg {
                 None => return CloseReason::PeerGone,
                 Some(Err(e)) => return read_error_reason(&e),

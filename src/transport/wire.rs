@@ -720,6 +720,11 @@ impl WireIo {
         self.clock.read(bytes, Instant::now());
     }
 
+    /// Continuation frames (fragments after a message's first) read since the last call.
+    pub fn take_continuations(&mut self) -> u32 {
+        self.clock.take_continuations()
+    }
+
     /// How long a data message has been in progress without ending (zero: none is).
     pub fn partial_for(&self, now: Instant) -> Duration {
         self.clock.partial_for(now)
