@@ -1963,7 +1963,7 @@ mod tests {
     #[test]
     fn picks_attacks_by_number_or_name() {
         let all = selected(&[]).unwrap();
-        assert_eq!(all.len(), 16);
+        assert_eq!(all.len(), 17);
         assert!(all.iter().enumerate().all(|(i, a)| a.n as usize == i + 1));
         let some = selected(&["flood".into(), "2".into(), " 5".into()]).unwrap();
         assert_eq!(some.iter().map(|a| a.n).collect::<Vec<_>>(), [2, 5]);
