@@ -248,6 +248,7 @@ fn ticker_tick(c: &mut Criterion) {
                             ask: 100.01,
                             volume: t,
                             exchange_time_us: t as i64,
+                            seq: 0,
                         })
                         .collect();
                     room.handle(Command::Event(TickerEvent::Quotes(batch)));

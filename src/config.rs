@@ -43,6 +43,9 @@ pub struct Config {
     pub auth: crate::auth::AuthConfig,
     #[serde(default)]
     pub rooms: Vec<RoomConfig>,
+    /// Absent: a single node, no bus.
+    #[serde(default)]
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -367,6 +370,9 @@ impl Config {
             .template
             .validate()
             .map_err(|e| ConfigError::Invalid(format!("game.template: {e}")))?;
+        if let Some(cluster) = &self.cluster {
+            cluster.validate().map_err(ConfigError::Invalid)?;
+        }
         Ok(())
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod feed;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tickroom::config::RoomConfig;
+use tickroom::feed::{FeedConfig, Pace, ReplayConfig, SyntheticConfig};
 use tickroom::{Config, Server};
 
 #[derive(Parser)]
@@ -41,6 +42,36 @@ enum Cmd {
         #[arg(long)]
         addr_file: Option<PathBuf>,
     },
+    /// Publish a price feed once on the cluster bus, for every node's ticker rooms whose
+    /// feed is `kind = "bus"` with this name.
+    Feed {
+        /// NATS server, e.g. nats://127.0.0.1:4222.
+        #[arg(long)]
+        nats: String,
+        /// The feed's name (rooms' `[rooms.feed] name`).
+        #[arg(long, default_value = "prices")]
+        name: String,
+        /// Replay this CSV file (docs/operations.md) instead of the synthetic feed.
+        #[arg(long, conflicts_with_all = ["symbols", "updates_per_sec", "seed"])]
+        replay: Option<PathBuf>,
+        /// Replay: at the recorded pace (default) or as fast as possible.
+        #[arg(long, requires = "replay")]
+        fast: bool,
+        /// Replay: start again at the end of the file.
+        #[arg(long, requires = "replay")]
+        repeat: bool,
+        /// Synthetic: number of symbols (SYM001, ...).
+        #[arg(long)]
+        symbols: Option<u32>,
+        /// Synthetic: average updates per second of each symbol.
+        #[arg(long)]
+        updates_per_sec: Option<f64>,
+        /// Synthetic: random seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long, default_value = "info")]
+        log: String,
+    },
     /// Print the embedded default config.
     PrintConfig,
 }
@@ -51,6 +82,53 @@ fn main() -> anyhow::Result<()> {
         Cmd::PrintConfig => {
             print!("{}", tickroom::config::DEFAULT_TOML);
             Ok(())
+        }
+        Cmd::Feed {
+            nats,
+            name,
+            replay,
+            fast,
+            repeat,
+            symbols,
+            updates_per_sec,
+            seed,
+            log,
+        } => {
+            init_logging(&log);
+            let feed = match replay {
+                Some(path) => FeedConfig::Replay(ReplayConfig {
+                    path,
+                    pace: if fast { Pace::Fast } else { Pace::Recorded },
+                    repeat,
+                    delay_ms: 0,
+                }),
+                None => {
+                    let mut c = SyntheticConfig::default();
+                    c.symbols = symbols.unwrap_or(c.symbols);
+                    c.updates_per_sec = updates_per_sec.unwrap_or(c.updates_per_sec);
+                    c.seed = seed.unwrap_or(c.seed);
+                    FeedConfig::Synthetic(c)
+                }
+            };
+            let feed = feed.build()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(async move {
+                let stop = tokio_util::sync::CancellationToken::new();
+                tokio::spawn({
+                    let stop = stop.clone();
+                    async move {
+                        wait_for_signal().await;
+                        stop.cancel();
+                    }
+                });
+                let done = tickroom::cluster::feed::publish(&nats, &name, feed, stop).await?;
+                tracing::info!(batches = done.batches, quotes = done.quotes, "feed stopped");
+                anyhow::Ok(())
+            })
         }
         Cmd::Serve {
             config,

@@ -315,6 +315,7 @@ fn reject_label(code: ErrorCode) -> &'static str {
         ErrorCode::ContentRejected => "content_rejected",
         ErrorCode::NameRequired => "name_required",
         ErrorCode::Forbidden => "forbidden",
+        ErrorCode::Redirect => "redirect",
         ErrorCode::Unspecified => "other",
     }
 }

@@ -1,5 +1,7 @@
-//! The server: binds both ports, starts the rooms, serves until shutdown, then drains.
+//! The server: binds both ports, joins the cluster when configured, starts the rooms, serves
+//! until shutdown, then drains.
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,10 +10,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::cluster::rooms::Owner;
+use crate::cluster::{Cluster, ClusterError};
+use crate::config::{Config, RoomConfig};
+use crate::feed::{Feed, FeedConfig};
 use crate::http::{ops_router, public_router};
 use crate::metrics::Metrics;
-use crate::rooms::{Registry, RegistryError};
+use crate::rooms::{ClusterStart, Registry, RegistryError};
 use crate::transport::{AdmissionLimits, PreparedSessions, Refusal, Serving, SessionHub, serve};
 
 /// How long shutdown waits for sessions to say goodbye before stopping the rooms.
@@ -34,6 +39,8 @@ pub enum ServerError {
     Rooms(#[from] RegistryError),
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
 /// A bound, not yet serving server. Tests bind port 0 and read the addresses back.
@@ -58,21 +65,42 @@ impl Server {
         let ops = bind(config.server.ops_listen).await?;
         // Before any room starts: rooms register their metric handles once, at start.
         let metrics = Arc::new(Metrics::new());
-        let registry = Registry::start(&config, metrics.clone())?;
+        let cluster = match &config.cluster {
+            Some(c) => {
+                let addr = public.local_addr().map_err(|source| ServerError::Bind {
+                    addr: config.server.listen,
+                    source,
+                })?;
+                Some(Cluster::connect(c, addr, metrics.clone()).await?)
+            }
+            None => None,
+        };
+        let start = match &cluster {
+            Some(cluster) => Some(cluster_start(cluster, &config).await?),
+            None => None,
+        };
+        let registry = Registry::start(&config, metrics.clone(), start)?;
+        if let Some(cluster) = &cluster {
+            cluster.follow_blocks(registry.blocks().clone());
+            cluster.follow_listings();
+        }
         let shutdown = CancellationToken::new();
-        let hub = Arc::new(SessionHub::new(
-            registry,
-            config.session.clone(),
-            shutdown.clone(),
-            TaskTracker::new(),
-            metrics,
-            Arc::new(crate::auth::Verifier::new(&config.auth)?),
-            PreparedSessions::new(
-                config.api.session_ttl(),
-                config.api.max_sessions,
-                config.api.max_sessions_per_ip,
-            ),
-        ));
+        let hub = Arc::new(
+            SessionHub::new(
+                registry,
+                config.session.clone(),
+                shutdown.clone(),
+                TaskTracker::new(),
+                metrics,
+                Arc::new(crate::auth::Verifier::new(&config.auth)?),
+                PreparedSessions::new(
+                    config.api.session_ttl(),
+                    config.api.max_sessions,
+                    config.api.max_sessions_per_ip,
+                ),
+            )
+            .with_cluster(cluster),
+        );
         Ok(Self {
             config,
             public,
@@ -182,8 +210,16 @@ impl Server {
             }
         });
 
+        let cluster_upkeep = hub.cluster.clone().map(|cluster| {
+            let hub = hub.clone();
+            tokio::spawn(async move { cluster_upkeep(cluster, hub).await })
+        });
+
         shutdown.cancelled().await;
         upkeep.abort();
+        if let Some(task) = cluster_upkeep {
+            task.abort();
+        }
         tracing::info!(sessions = hub.active(), "shutting down: closing sessions");
         tracker.close();
         if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
@@ -195,6 +231,14 @@ impl Server {
                 "drain timed out; stopping rooms anyway"
             );
         }
+        // Other nodes may take this node's game rooms from now on (their clients are gone).
+        if let Some(cluster) = &hub.cluster {
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                cluster.release_all().await;
+                cluster.withdraw().await;
+            })
+            .await;
+        }
         let registry = hub.registry.clone();
         let _ = tokio::task::spawn_blocking(move || registry.shutdown()).await;
         ops_stop.cancel();
@@ -202,5 +246,61 @@ impl Server {
         let _ = tokio::time::timeout(Duration::from_secs(1), ops_tracker.wait()).await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Prepares what the registry needs from the cluster: the bus feeds (each waits for its symbol
+/// list), and the configured game rooms another node already holds.
+async fn cluster_start(
+    cluster: &Arc<Cluster>,
+    config: &Config,
+) -> Result<ClusterStart, ServerError> {
+    let mut feeds: HashMap<String, Box<dyn Feed>> = HashMap::new();
+    let mut elsewhere = HashSet::new();
+    for room in &config.rooms {
+        match room {
+            RoomConfig::Ticker { name, ticker } => {
+                if let FeedConfig::Bus(bus) = &ticker.feed {
+                    feeds.insert(name.clone(), Box::new(cluster.bus_feed(&bus.name).await?));
+                }
+            }
+            RoomConfig::Game { name, .. } => {
+                if let Owner::Elsewhere(lease) = cluster.claim(name).await? {
+                    tracing::info!(room = %name, owner = %lease.node, "configured game room is held by another node");
+                    elsewhere.insert(name.clone());
+                }
+            }
+            RoomConfig::Chat { .. } => {}
+        }
+    }
+    Ok(ClusterStart {
+        cluster: cluster.clone(),
+        feeds,
+        elsewhere,
+    })
+}
+
+/// Renews this node's leases (stopping rooms whose lease another node took) and publishes its
+/// room list, until aborted.
+async fn cluster_upkeep(cluster: Arc<Cluster>, hub: Arc<SessionHub>) {
+    let renew_every = cluster.config.lease() / 3;
+    let announce_every = Duration::from_millis(cluster.config.announce_ms);
+    let mut renew = tokio::time::interval(renew_every);
+    let mut announce = tokio::time::interval(announce_every);
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    announce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = renew.tick() => {
+                for room in cluster.renew(&hub.registry.game_rooms()).await {
+                    hub.registry.remove(&room);
+                }
+            }
+            _ = announce.tick() => {
+                let rows = crate::http::room_rows(&hub, false);
+                let ready = crate::http::ready(&hub).is_ok();
+                cluster.announce(rows, ready).await;
+            }
+        }
     }
 }

@@ -8,4 +8,12 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/tickroom.v1.rs"));
 }
 
+/// What nodes say to each other over the cluster bus (`bus.proto`); never sent to clients.
+#[allow(clippy::all, missing_docs)]
+pub mod bus {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/tickroom.bus.v1.rs"));
+    }
+}
+
 pub use prost::Message;

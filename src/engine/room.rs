@@ -473,6 +473,7 @@ pub(crate) fn error_body(err: &CommandError) -> ServerBody {
     ServerBody::Error(ErrorMsg {
         code: err.code as i32,
         message: err.message.to_string(),
+        ..Default::default()
     })
 }
 

@@ -5,7 +5,8 @@
 //! ticker room, waiting while its channel is full, since a feed must not lose quotes and it
 //! is not the hot path) decides where they go. Its symbol universe is fixed when it is
 //! built, so the HTTP API can check symbol names without asking the room. A message-bus feed
-//! plugs in the same way: build it from config, list its symbols, run it on the thread.
+//! plugs in the same way (`cluster::feed`): its symbols come from the bus, and it is built
+//! by the cluster before the registry starts the room.
 
 mod replay;
 mod synthetic;
@@ -33,6 +34,9 @@ pub struct QuoteUpdate {
     pub volume: u64,
     /// When the exchange produced the value, µs since the Unix epoch.
     pub exchange_time_us: i64,
+    /// The symbol's sequence number when the feed gives one (a bus feed carries its
+    /// publisher's, so every node shows the same); 0: the room numbers the update itself.
+    pub seq: u64,
 }
 
 /// A symbol a feed quotes and the price its day change is measured from.
@@ -77,12 +81,27 @@ pub trait Feed: Send + 'static {
     fn run(self: Box<Self>, sink: FeedSink) -> Result<(), Stopped>;
 }
 
+impl std::fmt::Debug for dyn Feed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Feed({}, {} symbols)", self.kind(), self.symbols().len())
+    }
+}
+
 /// Feed settings of a ticker room (`[rooms.feed]`, tagged by `kind`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum FeedConfig {
     Synthetic(SyntheticConfig),
     Replay(ReplayConfig),
+    /// Quotes published once on the cluster bus by `tickroom feed` (needs `[cluster]`).
+    Bus(BusFeedConfig),
+}
+
+/// `kind = "bus"`: the feed published under `name` on the cluster bus.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BusFeedConfig {
+    pub name: String,
 }
 
 impl Default for FeedConfig {
@@ -98,6 +117,12 @@ impl FeedConfig {
         Ok(match self {
             FeedConfig::Synthetic(c) => Box::new(SyntheticFeed::new(c.clone())?),
             FeedConfig::Replay(c) => Box::new(ReplayFeed::open(c.clone())?),
+            FeedConfig::Bus(c) => {
+                return Err(FeedError::Invalid(format!(
+                    "the bus feed {:?} needs [cluster] in the config",
+                    c.name
+                )));
+            }
         })
     }
 }

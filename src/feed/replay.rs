@@ -161,6 +161,7 @@ impl ReplayFeed {
                 ask: r.ask,
                 volume: r.volume,
                 exchange_time_us: r.time_us,
+                seq: 0,
             });
         }
         Ok(Self {

@@ -150,6 +150,7 @@ impl SyntheticFeed {
             ask: cents(p.last + half_spread),
             volume: p.volume,
             exchange_time_us: now_us,
+            seq: 0,
         }
     }
 }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::api::ApiError;
+use crate::cluster::blocks::BlockChange;
 use crate::rooms::{RegistryError, SendError};
 use crate::sim::chat::ChatEvent;
 use crate::sim::chat::MAX_NAME_CHARS;
@@ -189,6 +190,14 @@ async fn block_user(
         return Err(bad("user name is empty"));
     }
     let changed = state.hub.registry.blocks().block_user(&name);
+    share(
+        &state,
+        BlockChange::User {
+            name: name.clone(),
+            blocked: true,
+        },
+    )
+    .await?;
     Ok(Json(
         json!({ "user": name, "blocked": true, "changed": changed }),
     ))
@@ -198,9 +207,33 @@ async fn unblock_user(
     _: Admin,
     State(state): State<AdminState>,
     Path(name): Path<String>,
-) -> Json<Value> {
+) -> Result<Json<Value>, ApiError> {
     let changed = state.hub.registry.blocks().unblock_user(&name);
-    Json(json!({ "user": name, "blocked": false, "changed": changed }))
+    share(
+        &state,
+        BlockChange::User {
+            name: name.clone(),
+            blocked: false,
+        },
+    )
+    .await?;
+    Ok(Json(
+        json!({ "user": name, "blocked": false, "changed": changed }),
+    ))
+}
+
+/// In a cluster, stores the change for every node. The change already holds on this node;
+/// when the bus cannot take it the answer says so (503), and the caller may retry.
+async fn share(state: &AdminState, change: BlockChange) -> Result<(), ApiError> {
+    let Some(cluster) = &state.hub.cluster else {
+        return Ok(());
+    };
+    cluster.publish_block(&change).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("applied on this node only: {e}"),
+        )
+    })
 }
 
 fn parse_ip(ip: &str) -> Result<IpAddr, ApiError> {
@@ -215,7 +248,16 @@ async fn block_ip(
     State(state): State<AdminState>,
     Path(ip): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let changed = state.hub.registry.blocks().block_ip(parse_ip(&ip)?);
+    let addr = parse_ip(&ip)?;
+    let changed = state.hub.registry.blocks().block_ip(addr);
+    share(
+        &state,
+        BlockChange::Ip {
+            ip: addr,
+            blocked: true,
+        },
+    )
+    .await?;
     Ok(Json(
         json!({ "ip": ip, "blocked": true, "changed": changed }),
     ))
@@ -226,7 +268,16 @@ async fn unblock_ip(
     State(state): State<AdminState>,
     Path(ip): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let changed = state.hub.registry.blocks().unblock_ip(parse_ip(&ip)?);
+    let addr = parse_ip(&ip)?;
+    let changed = state.hub.registry.blocks().unblock_ip(addr);
+    share(
+        &state,
+        BlockChange::Ip {
+            ip: addr,
+            blocked: false,
+        },
+    )
+    .await?;
     Ok(Json(
         json!({ "ip": ip, "blocked": false, "changed": changed }),
     ))

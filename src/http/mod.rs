@@ -23,12 +23,60 @@ use crate::transport::{SessionHub, ws_method_not_allowed, ws_upgrade};
 
 #[derive(Serialize)]
 struct Rooms {
-    rooms: Vec<RoomInfo>,
+    rooms: Vec<serde_json::Value>,
+    /// Clustered: every node this one knows of, itself first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nodes: Option<Vec<NodeRow>>,
+}
+
+#[derive(Serialize)]
+struct NodeRow {
+    node: String,
+    public_url: String,
+    ready: bool,
+}
+
+/// This node's rows of `GET /rooms`; in a cluster each carries `node` (and, with `others`,
+/// the other nodes' rows follow).
+pub fn room_rows(hub: &SessionHub, others: bool) -> Vec<serde_json::Value> {
+    let node = hub.cluster.as_ref().map(|c| c.node.clone());
+    let mut rows: Vec<serde_json::Value> = hub
+        .registry
+        .list()
+        .into_iter()
+        .map(|r: RoomInfo| {
+            let mut v = serde_json::to_value(r).expect("a room row serializes");
+            if let (Some(node), Some(obj)) = (&node, v.as_object_mut()) {
+                obj.insert("node".into(), node.clone().into());
+            }
+            v
+        })
+        .collect();
+    if others && let Some(cluster) = &hub.cluster {
+        for listing in cluster.listings() {
+            rows.extend(listing.rooms);
+        }
+    }
+    rows
 }
 
 async fn rooms(State(hub): State<Arc<SessionHub>>) -> Json<Rooms> {
+    let nodes = hub.cluster.as_ref().map(|c| {
+        let mut nodes = vec![NodeRow {
+            node: c.node.clone(),
+            public_url: c.public_url.clone(),
+            ready: ready(&hub).is_ok(),
+        }];
+        nodes.extend(c.listings().into_iter().map(|l| NodeRow {
+            node: l.node,
+            public_url: l.public_url,
+            ready: l.ready,
+        }));
+        nodes
+    });
     Json(Rooms {
-        rooms: hub.registry.list(),
+        rooms: room_rows(&hub, true),
+        nodes,
     })
 }
 
@@ -78,17 +126,25 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(hub): State<Arc<SessionHub>>) -> impl IntoResponse {
+/// Whether this node should get traffic, and if not why.
+pub fn ready(hub: &SessionHub) -> Result<(), &'static str> {
     if hub.shutdown.is_cancelled() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+        return Err("shutting down\n");
     }
     if !hub.registry.all_ticking(unix_time_us()) {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "a room is not ticking on time\n",
-        );
+        return Err("a room is not ticking on time\n");
     }
-    (StatusCode::OK, "ready\n")
+    if hub.cluster.as_ref().is_some_and(|c| !c.connected()) {
+        return Err("the cluster bus is unreachable\n");
+    }
+    Ok(())
+}
+
+async fn readyz(State(hub): State<Arc<SessionHub>>) -> impl IntoResponse {
+    match ready(&hub) {
+        Ok(()) => (StatusCode::OK, "ready\n"),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+    }
 }
 
 /// Routes of the operations port. `admin_token` `None` leaves the admin API disabled.

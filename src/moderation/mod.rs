@@ -20,8 +20,8 @@ pub struct BlockLists {
     ips: RwLock<HashSet<IpAddr>>,
 }
 
-/// Names are compared normalized (see [`normalize`]) and case-insensitively.
-fn user_key(name: &str) -> String {
+/// The form user names are compared in: normalized (see [`normalize`]), trimmed, lower case.
+pub fn user_key(name: &str) -> String {
     normalize(name).trim().to_lowercase()
 }
 

@@ -7,6 +7,6 @@ mod registry;
 mod stats;
 mod thread;
 
-pub use registry::{Registry, RegistryError, RoomInfo, TickSummary, Ticker};
+pub use registry::{ClusterStart, Registry, RegistryError, RoomInfo, TickSummary, Ticker};
 pub use stats::{RoomStats, TickDurations};
 pub use thread::{DriverConfig, Events, RoomHandle, SendError, spawn_room};

@@ -1,8 +1,8 @@
 //! The room registry: wires each room kind of the config to its simulation, feed and
-//! moderation, starts them, creates game rooms on first join, and lists them for
-//! `GET /rooms`.
+//! moderation (and, in a cluster, to the bus: a bus feed, a chat relay), starts them, creates
+//! game rooms on first join, and lists them for `GET /rooms`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -10,9 +10,10 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::{DriverConfig, Events, RoomHandle, RoomStats, spawn_room};
+use crate::cluster::Cluster;
 use crate::config::{Config, EngineConfig, GameDefaults, RoomConfig};
 use crate::engine::{Simulation, kind_name};
-use crate::feed::{FeedHandle, Stopped};
+use crate::feed::{Feed, FeedHandle, Stopped};
 use crate::metrics::Metrics;
 use crate::moderation::BlockLists;
 use crate::sim::chat::{ChatConfig, ChatCounters, ChatEvent, ChatRoom};
@@ -70,6 +71,19 @@ pub struct Registry {
     feeds: Vec<FeedHandle>,
     /// User and IP block lists shared by chat rooms, sessions and the admin API.
     blocks: Arc<BlockLists>,
+    /// Configured game rooms another node held at start: created here on a join once this
+    /// node has claimed them.
+    deferred: HashMap<Arc<str>, GameConfig>,
+}
+
+/// What a node of a cluster gives the registry at start.
+#[derive(Debug)]
+pub struct ClusterStart {
+    pub cluster: Arc<Cluster>,
+    /// Bus feeds, ready, by ticker room name.
+    pub feeds: HashMap<String, Box<dyn Feed>>,
+    /// Configured game rooms another node holds: not started now.
+    pub elsewhere: HashSet<String>,
 }
 
 /// A game room created on first join.
@@ -112,8 +126,14 @@ fn valid_name(name: &str) -> bool {
 }
 
 impl Registry {
-    /// Starts every room of the config; they record into `metrics`.
-    pub fn start(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<Self>, RegistryError> {
+    /// Starts every room of the config; they record into `metrics`. In a cluster, `cluster`
+    /// brings the bus feeds and the game rooms to leave to other nodes; chat rooms are joined
+    /// to their shards elsewhere. Call inside the async runtime.
+    pub fn start(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        mut cluster: Option<ClusterStart>,
+    ) -> Result<Arc<Self>, RegistryError> {
         let mut registry = Self {
             rooms: RwLock::new(HashMap::new()),
             engine: config.engine.clone(),
@@ -126,12 +146,24 @@ impl Registry {
             chats: HashMap::new(),
             feeds: Vec::new(),
             blocks: Arc::new(BlockLists::default()),
+            deferred: HashMap::new(),
         };
         for room in &config.rooms {
             let started = match room {
+                RoomConfig::Game { name, game }
+                    if cluster.as_ref().is_some_and(|c| c.elsewhere.contains(name)) =>
+                {
+                    registry.deferred.insert(name.as_str().into(), game.clone());
+                    Ok(())
+                }
                 RoomConfig::Game { name, game } => registry.insert(name, game).map(drop),
-                RoomConfig::Ticker { name, ticker } => registry.start_ticker(name, ticker),
-                RoomConfig::Chat { name, chat } => registry.start_chat(name, chat),
+                RoomConfig::Ticker { name, ticker } => {
+                    let feed = cluster.as_mut().and_then(|c| c.feeds.remove(name));
+                    registry.start_ticker(name, ticker, feed)
+                }
+                RoomConfig::Chat { name, chat } => {
+                    registry.start_chat(name, chat, cluster.as_ref().map(|c| &c.cluster))
+                }
             };
             if let Err(e) = started {
                 // Rooms and feeds already running must not outlive a failed start.
@@ -161,13 +193,22 @@ impl Registry {
             .map_err(|e| RegistryError::Spawn(e.to_string()))
     }
 
-    /// Builds the feed (a replay reads its file now), starts the room, then the feed thread.
-    fn start_ticker(&mut self, name: &str, config: &TickerConfig) -> Result<(), RegistryError> {
+    /// Builds the feed (a replay reads its file now) unless a bus feed is given, starts the
+    /// room, then the feed thread.
+    fn start_ticker(
+        &mut self,
+        name: &str,
+        config: &TickerConfig,
+        feed: Option<Box<dyn Feed>>,
+    ) -> Result<(), RegistryError> {
         let feed_error = |message: String| RegistryError::Setup {
             room: name.to_owned(),
             message,
         };
-        let feed = config.feed.build().map_err(|e| feed_error(e.to_string()))?;
+        let feed = match feed {
+            Some(feed) => feed,
+            None => config.feed.build().map_err(|e| feed_error(e.to_string()))?,
+        };
         let room = TickerRoom::new(config, feed.symbols());
         let symbols = room.symbol_table();
         let (handle, events) = self.spawn(name, room, config.tick_hz)?;
@@ -201,8 +242,14 @@ impl Registry {
         Ok(())
     }
 
-    /// Loads the word list (a bad file stops the server at start) and starts the room.
-    fn start_chat(&mut self, name: &str, config: &ChatConfig) -> Result<(), RegistryError> {
+    /// Loads the word list (a bad file stops the server at start) and starts the room, joined
+    /// to its shards on the other nodes in a cluster.
+    fn start_chat(
+        &mut self,
+        name: &str,
+        config: &ChatConfig,
+        cluster: Option<&Arc<Cluster>>,
+    ) -> Result<(), RegistryError> {
         let filter = config.word_filter().map_err(|e| RegistryError::Setup {
             room: name.to_owned(),
             message: e.to_string(),
@@ -217,9 +264,21 @@ impl Registry {
             dropped_cap: counter("dropped_cap"),
             blocked: counter("blocked"),
         };
-        let room =
+        let mut room =
             ChatRoom::new(config.clone(), filter, self.blocks.clone()).with_counters(counters);
+        // The relay's inlet needs the room's event channel, which exists once the room runs.
+        let inlet: Arc<std::sync::OnceLock<Events<ChatEvent>>> = Default::default();
+        if let Some(cluster) = cluster {
+            let events = inlet.clone();
+            let relay = cluster.chat_relay(name, move |messages| {
+                events
+                    .get()
+                    .is_some_and(|e| e.try_send(ChatEvent::Relayed(messages)).is_ok())
+            });
+            room = room.with_relay(move |messages| relay.send(messages));
+        }
         let (handle, events) = self.spawn(name, room, config.tick_hz)?;
+        let _ = inlet.set(events.clone());
         self.chats.insert(handle.name.clone(), events);
         self.write().insert(handle.name.clone(), handle);
         tracing::info!(
@@ -294,6 +353,33 @@ impl Registry {
         self.read().get(name).cloned()
     }
 
+    /// Game rooms this node runs (their leases, in a cluster).
+    pub fn game_rooms(&self) -> HashSet<String> {
+        self.read()
+            .values()
+            .filter(|r| r.kind == tickroom_proto::v1::RoomKind::Game)
+            .map(|r| r.name.to_string())
+            .collect()
+    }
+
+    /// True when a join of `name` may create it here: a configured room deferred to another
+    /// node, or any valid name when rooms are created on first join.
+    pub fn may_create(&self, name: &str) -> bool {
+        self.deferred.contains_key(name) || (self.game.auto_create && valid_name(name))
+    }
+
+    /// Stops room `name` (its lease went to another node): its members are closed and told.
+    pub fn remove(&self, name: &str) {
+        let room = self.write().remove(name);
+        if let Some(room) = room {
+            self.auto
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(name);
+            room.ask_to_stop();
+        }
+    }
+
     /// The room to join: an existing one, or a new game room when the config allows, made
     /// for a client at `creator` (at most `max_rooms_per_ip` of them open at once).
     pub fn get_or_create(
@@ -307,6 +393,21 @@ impl Registry {
         }
         if let Some(room) = self.get(name) {
             return Ok(room);
+        }
+        if let Some(game) = self.deferred.get(name) {
+            // A configured room: not counted against created rooms, never reaped.
+            let mut rooms = self.write();
+            if let Some(room) = rooms.get(name) {
+                return Ok(room.clone());
+            }
+            let handle = self.spawn_game(name, game)?;
+            rooms.insert(handle.name.clone(), handle.clone());
+            tracing::info!(
+                room = name,
+                kind = "game",
+                "configured room started on this node"
+            );
+            return Ok(handle);
         }
         if !self.game.auto_create {
             return Err(RegistryError::NotFound(name.to_owned()));

@@ -6,6 +6,11 @@
 //! count; a tick with nothing to say sends nothing. A per-tick cap drops the oldest viewer
 //! messages of a flood (counted, and told to viewers in the batch); notices and gifts from the
 //! admin API are not capped and go out in the next batch, marked as such.
+//!
+//! In a cluster the room is one node's shard: what it accepted in a tick also goes to its
+//! relay (published once for the other shards), and the other shards' messages come back as
+//! [`ChatEvent::Relayed`], merged into the next batch under the same per-tick cap, so no
+//! viewer gets more than the cap per tick however many nodes there are.
 
 use std::collections::VecDeque;
 
@@ -112,8 +117,11 @@ pub struct ChatRoom {
     filter: WordFilter,
     blocks: Arc<BlockLists>,
     viewers: HashMap<SessionId, Viewer>,
-    /// Accepted this tick, in order; ids are given when the batch is built.
-    pending: VecDeque<ChatMessage>,
+    /// Accepted this tick, in order, each marked true when this shard accepted it (false:
+    /// relayed from another node); ids are given when the batch is built.
+    pending: VecDeque<(ChatMessage, bool)>,
+    /// Where this shard's own messages go once per tick, in a cluster.
+    relay: Option<Box<dyn Relay>>,
     /// Viewer messages in `pending` (notices and gifts are not capped).
     pending_user: usize,
     dropped: u32,
@@ -123,9 +131,28 @@ pub struct ChatRoom {
     counters: ChatCounters,
 }
 
-/// What a chat room takes from outside its sessions (the admin API).
+/// Takes a shard's accepted messages once per tick, for the other nodes (never blocks).
+pub trait Relay: Send + 'static {
+    fn send(&mut self, messages: Vec<ChatMessage>);
+}
+
+impl std::fmt::Debug for dyn Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Relay")
+    }
+}
+
+impl<F: FnMut(Vec<ChatMessage>) + Send + 'static> Relay for F {
+    fn send(&mut self, messages: Vec<ChatMessage>) {
+        self(messages)
+    }
+}
+
+/// What a chat room takes from outside its sessions (the admin API, other nodes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChatEvent {
+    /// Messages other nodes' shards accepted, in their order; merged into the next batch.
+    Relayed(Vec<ChatMessage>),
     /// A system notice, in the next batch.
     Notice { text: String },
     /// A gift announcement, in the next batch.
@@ -191,6 +218,7 @@ impl ChatRoom {
             blocks,
             viewers: HashMap::default(),
             pending: VecDeque::new(),
+            relay: None,
             pending_user: 0,
             dropped: 0,
             next_id: 1,
@@ -203,6 +231,12 @@ impl ChatRoom {
     /// Counts messages on these counters from now on.
     pub fn with_counters(mut self, counters: ChatCounters) -> Self {
         self.counters = counters;
+        self
+    }
+
+    /// Sends this shard's accepted messages to `relay` once per tick, from now on.
+    pub fn with_relay(mut self, relay: impl Relay) -> Self {
+        self.relay = Some(Box::new(relay));
         self
     }
 
@@ -275,21 +309,24 @@ impl ChatRoom {
             FilterPolicy::Reject => text,
             FilterPolicy::Mask => self.filter.mask(&text).unwrap_or(text),
         };
-        self.push(ChatMessage {
-            kind: ChatKind::User as i32,
-            from: name.to_string(),
-            text,
-            server_time_us: now_us,
-            client_msg_id: send.client_msg_id,
-            sent_time_us: send.sent_time_us,
-            ..Default::default()
-        });
+        self.push(
+            ChatMessage {
+                kind: ChatKind::User as i32,
+                from: name.to_string(),
+                text,
+                server_time_us: now_us,
+                client_msg_id: send.client_msg_id,
+                sent_time_us: send.sent_time_us,
+                ..Default::default()
+            },
+            true,
+        );
         Ok(())
     }
 
-    fn push(&mut self, msg: ChatMessage) {
+    fn push(&mut self, msg: ChatMessage, local: bool) {
         let user = msg.kind == ChatKind::User as i32;
-        self.pending.push_back(msg);
+        self.pending.push_back((msg, local));
         if !user {
             return;
         }
@@ -299,7 +336,7 @@ impl ChatRoom {
             if let Some(pos) = self
                 .pending
                 .iter()
-                .position(|m| m.kind == ChatKind::User as i32)
+                .position(|(m, _)| m.kind == ChatKind::User as i32)
             {
                 self.pending.remove(pos);
                 self.pending_user -= 1;
@@ -365,12 +402,23 @@ impl Simulation for ChatRoom {
         let blocks = &self.blocks;
         let before = self.pending.len();
         self.pending
-            .retain(|m| m.kind != ChatKind::User as i32 || !blocks.user_blocked(&m.from));
+            .retain(|(m, _)| m.kind != ChatKind::User as i32 || !blocks.user_blocked(&m.from));
         let removed = before - self.pending.len();
         if self.pending.is_empty() && self.dropped == 0 {
             return;
         }
-        let mut messages: Vec<ChatMessage> = self.pending.drain(..).collect();
+        if let Some(relay) = &mut self.relay {
+            let own: Vec<ChatMessage> = self
+                .pending
+                .iter()
+                .filter(|(_, local)| *local)
+                .map(|(m, _)| m.clone())
+                .collect();
+            if !own.is_empty() {
+                relay.send(own);
+            }
+        }
+        let mut messages: Vec<ChatMessage> = self.pending.drain(..).map(|(m, _)| m).collect();
         for m in &mut messages {
             m.id = self.next_id;
             self.next_id += 1;
@@ -393,20 +441,31 @@ impl Simulation for ChatRoom {
     fn event(&mut self, ctx: &mut RoomCore, event: ChatEvent) {
         let now_us = ctx.now_us();
         match event {
-            ChatEvent::Notice { text } => self.push(ChatMessage {
-                kind: ChatKind::Notice as i32,
-                text,
-                server_time_us: now_us,
-                ..Default::default()
-            }),
-            ChatEvent::Gift { from, gift, count } => self.push(ChatMessage {
-                kind: ChatKind::Gift as i32,
-                from,
-                gift,
-                gift_count: count,
-                server_time_us: now_us,
-                ..Default::default()
-            }),
+            ChatEvent::Relayed(messages) => {
+                for m in messages {
+                    self.push(m, false);
+                }
+            }
+            ChatEvent::Notice { text } => self.push(
+                ChatMessage {
+                    kind: ChatKind::Notice as i32,
+                    text,
+                    server_time_us: now_us,
+                    ..Default::default()
+                },
+                true,
+            ),
+            ChatEvent::Gift { from, gift, count } => self.push(
+                ChatMessage {
+                    kind: ChatKind::Gift as i32,
+                    from,
+                    gift,
+                    gift_count: count,
+                    server_time_us: now_us,
+                    ..Default::default()
+                },
+                true,
+            ),
         }
     }
 }

@@ -103,6 +103,7 @@ fn run<S: Simulation>(
                         ask: last + 0.01,
                         volume: 1,
                         exchange_time_us: 1,
+                        seq: 0,
                     })
                     .collect();
                 if let Some(e) = quotes(batch) {

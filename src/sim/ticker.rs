@@ -217,7 +217,7 @@ impl TickerRoom {
             return;
         };
         let q = &mut s.quote;
-        q.seq += 1;
+        q.seq = if u.seq > 0 { u.seq } else { q.seq + 1 };
         q.last = u.last;
         q.bid = u.bid;
         q.ask = u.ask;
@@ -453,6 +453,7 @@ mod tests {
             ask: last + 0.01,
             volume: 100,
             exchange_time_us: 7,
+            seq: 0,
         }
     }
 

@@ -35,6 +35,7 @@ use super::wire::{
 };
 use crate::auth::{Identity, Perm};
 use crate::clock::unix_time_us;
+use crate::cluster::rooms::{Lease, Owner};
 use crate::config::SessionConfig;
 use crate::engine::{JoinRequest, LeaveReason, Outbox, SessionCommand, SessionId};
 use crate::metrics::Metrics;
@@ -73,6 +74,8 @@ pub struct SessionHub {
     pub auth: Arc<crate::auth::Verifier>,
     /// Sessions prepared with `POST /api/v1/sessions`.
     pub prepared: PreparedSessions,
+    /// The bus and this node's place in the cluster; `None` for a single node.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     flushers: Flushers,
     next_id: AtomicU64,
     active: AtomicU64,
@@ -105,10 +108,17 @@ impl SessionHub {
             metrics,
             auth,
             prepared,
+            cluster: None,
             flushers,
             next_id: AtomicU64::new(1),
             active: AtomicU64::new(0),
         }
+    }
+
+    /// Makes the hub a cluster node's.
+    pub fn with_cluster(mut self, cluster: Option<Arc<crate::cluster::Cluster>>) -> Self {
+        self.cluster = cluster;
+        self
     }
 
     /// Sessions currently connected.
@@ -438,9 +448,28 @@ impl Reader<'_> {
         if let Err(e) = self.leave_room() {
             return self.send_error(ErrorCode::Busy, &format!("leaving the current room: {e}"));
         }
+        // In a cluster a game room this node does not run may live elsewhere, or be ours to
+        // create once we hold its lease.
+        let mut claimed = false;
+        if let Some(cluster) = self.hub.cluster.clone()
+            && self.hub.registry.get(&join.room).is_none()
+        {
+            match self.place(&cluster, &join.room).await {
+                Ok(Some(Owner::Elsewhere(lease))) => {
+                    cluster.metrics.redirect();
+                    return self.send_redirect(&join.room, &lease);
+                }
+                Ok(Some(Owner::Here)) => claimed = true,
+                Ok(None) => {}
+                Err(e) => return self.send_error(ErrorCode::Unavailable, &format!("join: {e}")),
+            }
+        }
         let room = match self.hub.registry.get_or_create(&join.room, self.peer) {
             Ok(room) => room,
             Err(e) => {
+                if claimed && let Some(cluster) = &self.hub.cluster {
+                    cluster.release(&join.room).await;
+                }
                 let code = match e {
                     RegistryError::NotFound(_) => ErrorCode::RoomNotFound,
                     RegistryError::BadName(_) => ErrorCode::InvalidArgument,
@@ -485,6 +514,32 @@ impl Reader<'_> {
                 self.send_error(ErrorCode::Busy, "join: the room did not answer in time");
             }
         }
+    }
+
+    /// Who runs game room `room`, which this node does not: another node (redirect), this one
+    /// after claiming it (create it), or no one (`None`: not a name this node may create).
+    async fn place(
+        &self,
+        cluster: &crate::cluster::Cluster,
+        room: &str,
+    ) -> Result<Option<Owner>, crate::cluster::ClusterError> {
+        match cluster.owner(room).await? {
+            Some(Owner::Elsewhere(lease)) => Ok(Some(Owner::Elsewhere(lease))),
+            // Held by this node's name but not running here: a restart within the lease.
+            Some(Owner::Here) | None if self.hub.registry.may_create(room) => {
+                cluster.claim(room).await.map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn send_redirect(&mut self, room: &str, lease: &Lease) {
+        self.hub.metrics.message_rejected(ErrorCode::Redirect);
+        self.send(ServerBody::Error(ErrorMsg {
+            code: ErrorCode::Redirect as i32,
+            message: format!("room {room:?} runs on node {}", lease.node),
+            redirect_url: lease.public_url.clone(),
+        }));
     }
 
     /// Leaves the current room, if any. A full room queue keeps the session in the room
@@ -545,6 +600,7 @@ impl Reader<'_> {
         self.send(ServerBody::Error(ErrorMsg {
             code: code as i32,
             message: message.to_owned(),
+            ..Default::default()
         }));
     }
 
