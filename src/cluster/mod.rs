@@ -237,21 +237,39 @@ impl Cluster {
         connected.store(true, Relaxed);
         bus.connected(true);
         let js = jetstream::new(client.clone());
-        let leases = bucket(
-            &js,
-            LEASES_BUCKET,
-            config.lease(),
-            "game room -> owning node",
-        )
-        .await?;
-        let nodes = bucket(
-            &js,
-            NODES_BUCKET,
-            Duration::from_millis(config.announce_ms * 5),
-            "node -> its rooms",
-        )
-        .await?;
-        let blocks = bucket(&js, BLOCKS_BUCKET, Duration::ZERO, "blocked users and IPs").await?;
+        // NATS may have just started beside us (a pod, a test): JetStream answers a moment
+        // after the port opens.
+        let deadline = tokio::time::Instant::now() + config.connect_timeout();
+        let (leases, nodes, blocks) = loop {
+            let opened = async {
+                let leases = bucket(
+                    &js,
+                    LEASES_BUCKET,
+                    config.lease(),
+                    "game room -> owning node",
+                )
+                .await?;
+                let nodes = bucket(
+                    &js,
+                    NODES_BUCKET,
+                    Duration::from_millis(config.announce_ms * 5),
+                    "node -> its rooms",
+                )
+                .await?;
+                let blocks =
+                    bucket(&js, BLOCKS_BUCKET, Duration::ZERO, "blocked users and IPs").await?;
+                Ok::<_, ClusterError>((leases, nodes, blocks))
+            }
+            .await;
+            match opened {
+                Ok(stores) => break stores,
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(e) => {
+                    tracing::debug!(error = %e, "JetStream not ready yet");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
         tracing::info!(node = %node, url = %config.nats_url, public_url = %public_url, "joined the cluster bus");
         Ok(Arc::new(Self {
             node,

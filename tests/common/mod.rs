@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod bystanders;
+pub mod cluster;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -21,6 +22,12 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
+
+/// A number no other call in this process gets (for names of temporary files).
+pub fn unique() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
 
 /// Long enough for a loaded 2-core CI machine, short enough to fail fast when broken.
 pub const WAIT: Duration = Duration::from_secs(10);
