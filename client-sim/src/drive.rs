@@ -712,6 +712,7 @@ pub struct ConnTally {
     pub failed_joins: u64,
     pub failed_join_reasons: BTreeMap<String, u64>,
     pub first_join_error: Option<String>,
+    pub redirects: u64,
     pub ended_early: u64,
     pub errors: BTreeMap<String, u64>,
     pub close_codes: BTreeMap<u16, u64>,
@@ -733,6 +734,7 @@ impl ConnTally {
 
     pub fn add(&mut self, c: &Conn) {
         self.joined += u64::from(c.joined);
+        self.redirects += c.redirects;
         self.ended_early += u64::from(c.ended_early);
         if let Some(f) = &c.join_fail {
             self.failed_joins += 1;
@@ -855,6 +857,7 @@ impl Observed {
                 failed_joins: conns.failed_joins,
                 failed_join_reasons: conns.failed_join_reasons,
                 first_join_error: conns.first_join_error,
+                redirects: conns.redirects,
                 ended_early: conns.ended_early,
                 aborted: self.aborted,
             },

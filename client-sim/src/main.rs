@@ -11,6 +11,7 @@ mod idle;
 mod limits;
 mod mix;
 mod pause;
+mod redirect;
 mod report;
 mod scan;
 mod server_metrics;

@@ -19,7 +19,7 @@ use client_sim::toolkit::rawws::RawWs;
 use prost::Message as _;
 use serde::Serialize;
 use tickroom_proto::v1::{
-    Ack, ClientMessage, Join, RoomKind, ServerMessage, Subscribe, client_message::Body,
+    Ack, ClientMessage, ErrorCode, Join, RoomKind, ServerMessage, Subscribe, client_message::Body,
     object::State, server_message::Body as SBody,
 };
 use tokio::time::Instant;
@@ -244,6 +244,15 @@ pub async fn run(args: PauseArgs) -> anyhow::Result<PauseReport> {
     let welcome = loop {
         match next(&mut ws).await?.0.body {
             Some(SBody::Welcome(w)) => break w,
+            // One node's socket and metrics are measured: a cluster's redirect is not
+            // followed, but said.
+            Some(SBody::Error(e)) if e.code == ErrorCode::Redirect as i32 => bail!(
+                "join {:?}: {}: the room is on {}; run against that node (--url, and its \
+                 --metrics-url)",
+                args.room,
+                e.message,
+                e.redirect_url
+            ),
             Some(SBody::Error(e)) => bail!("join {:?}: {}", args.room, e.message),
             _ => {}
         }

@@ -125,10 +125,14 @@ pub struct Clients {
     /// Clients that got a Welcome.
     pub connected: u64,
     pub failed_joins: u64,
-    /// `connect`, `timeout`, `rejected` or `closed`, with counts.
+    /// `connect`, `timeout`, `rejected`, `closed`, `redirect_loop`, `redirect_refused`, ...,
+    /// with counts.
     pub failed_join_reasons: BTreeMap<String, u64>,
     /// One failure message, to make "connection refused" and the like obvious.
     pub first_join_error: Option<String>,
+    /// Redirects followed to reach the room: a node of a cluster answered `Join` with
+    /// `ERROR_CODE_REDIRECT` (the room lives on another node) and the client joined there.
+    pub redirects: u64,
     /// Joined clients whose connection ended before the hold did.
     pub ended_early: u64,
     /// Client tasks that did not finish within the grace period and were aborted.
@@ -412,7 +416,7 @@ impl Table {
         self.row(
             "clients",
             format!(
-                "connected {}/{}, failed joins {}{}, ended early {}{}",
+                "connected {}/{}, failed joins {}{}, ended early {}{}{}",
                 k.connected,
                 k.requested,
                 k.failed_joins,
@@ -420,6 +424,11 @@ impl Table {
                 k.ended_early,
                 if k.aborted > 0 {
                     format!(", aborted {}", k.aborted)
+                } else {
+                    String::new()
+                },
+                if k.redirects > 0 {
+                    format!(", redirects {}", k.redirects)
                 } else {
                     String::new()
                 },
@@ -708,6 +717,7 @@ mod tests {
                     failed_join_reasons: [("connect".to_owned(), 1), ("timeout".to_owned(), 1)]
                         .into(),
                     first_join_error: Some("connect: refused".into()),
+                    redirects: 3,
                     ended_early: 1,
                     aborted: 1,
                 },

@@ -18,8 +18,8 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use tickroom_proto::Message as _;
 use tickroom_proto::v1::{
-    ClientMessage, ErrorCode, Join, RoomKind, ServerMessage, Welcome, client_message,
-    server_message,
+    ClientMessage, Error as ErrorMsg, ErrorCode, Join, RoomKind, ServerMessage, Welcome,
+    client_message, server_message,
 };
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::watch;
@@ -30,6 +30,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::drive::Joint;
 pub use crate::drive::{Client, Plan, Run, Scenario, drive};
+use crate::redirect;
 use crate::report;
 use crate::talk::{Step, Talk, talk};
 use crate::target::{self, Target};
@@ -282,6 +283,12 @@ pub enum JoinFail {
     Session(String),
     /// The room is not of the kind the scenario drives.
     WrongRoom(String),
+    /// The server redirected the join (another node of a cluster runs the room) somewhere
+    /// client-sim does not go: no URL, not a loopback `ws://` URL, or a prepared session's
+    /// (no Join to repeat) (see [`redirect`]).
+    RedirectRefused(String),
+    /// Redirected again after [`redirect::MAX_REDIRECTS`] redirects in a row.
+    RedirectLoop(String),
 }
 
 impl JoinFail {
@@ -295,6 +302,8 @@ impl JoinFail {
             JoinFail::Closed(_) => "closed",
             JoinFail::Session(_) => "session",
             JoinFail::WrongRoom(_) => "wrong_room",
+            JoinFail::RedirectRefused(_) => "redirect_refused",
+            JoinFail::RedirectLoop(_) => "redirect_loop",
         }
     }
 
@@ -324,6 +333,8 @@ impl JoinFail {
             JoinFail::Closed(m) => format!("closed before Welcome: {m}"),
             JoinFail::Session(m) => format!("session: {m}"),
             JoinFail::WrongRoom(m) => format!("wrong room: {m}"),
+            JoinFail::RedirectRefused(m) => format!("redirect refused: {m}"),
+            JoinFail::RedirectLoop(m) => format!("redirect loop: {m}"),
         }
     }
 }
@@ -338,6 +349,8 @@ pub const EPHEMERAL_PORTS: &str = "ephemeral_ports";
 pub struct Conn {
     pub join_fail: Option<JoinFail>,
     pub joined: bool,
+    /// Redirects followed to reach the room (see [`join`]).
+    pub redirects: u64,
     pub ended_early: bool,
     /// Error messages received, by protocol code.
     pub errors: BTreeMap<i32, u64>,
@@ -502,7 +515,9 @@ pub fn expect_kind(welcome: &Welcome, kind: RoomKind) -> Result<(), JoinFail> {
 }
 
 /// Connects to `url` (on the target's address), sends `hello` if given and waits for
-/// Welcome; frames before it are counted, not measured.
+/// Welcome; frames before it are counted, not measured. A join the server redirects (another
+/// node of a cluster runs the room) is repeated where it says, as [`redirect::next`] allows;
+/// each connection left behind is closed, and [`Conn::redirects`] counts the redirects.
 pub async fn join(
     swarm: &Swarm,
     conn: &mut Conn,
@@ -510,7 +525,43 @@ pub async fn join(
     url: &str,
     hello: Option<Vec<u8>>,
 ) -> Result<(Ws, Welcome), JoinFail> {
-    let tcp = connect(swarm.target.addr, swarm.source_of(client))
+    let hello = hello.map(bytes::Bytes::from);
+    let mut at = (swarm.target.addr, url.to_owned());
+    let mut followed = Vec::new();
+    loop {
+        let mut ws = open(swarm, client, at.0, &at.1, hello.clone()).await?;
+        let refusal = match welcome(swarm, conn, &mut ws).await? {
+            Ok(welcome) => return Ok((ws, welcome)),
+            Err(refusal) => refusal,
+        };
+        let Some(next) = redirect::next(&refusal, &followed, hello.is_some()).await else {
+            return Err(JoinFail::Rejected(format!(
+                "{}: {}",
+                error_name(refusal.code),
+                refusal.message
+            )));
+        };
+        // Not in a room there, and not needed any more.
+        tokio::spawn(goodbye(ws, false));
+        let next = next?;
+        tracing::debug!(client, from = at.1, to = next.url, "join redirected");
+        conn.redirects += 1;
+        followed.push(next.url.clone());
+        at = (next.addr, next.url);
+    }
+}
+
+/// A WebSocket to `url` on `addr` (from the client's source address, when it has one of the
+/// same family), with `hello` sent.
+async fn open(
+    swarm: &Swarm,
+    client: usize,
+    addr: SocketAddr,
+    url: &str,
+    hello: Option<bytes::Bytes>,
+) -> Result<Ws, JoinFail> {
+    let source = swarm.source_of(client).filter(|_| addr.is_ipv4());
+    let tcp = connect(addr, source)
         .await
         .map_err(|e| JoinFail::connect(&e))?;
     // tungstenite's default 128 KiB read buffer per socket would dominate memory in a large
@@ -520,21 +571,24 @@ pub async fn join(
         .await
         .map_err(|e| JoinFail::Connect(e.to_string()))?;
     if let Some(hello) = hello {
-        ws.send(Message::Binary(hello.into()))
+        ws.send(Message::Binary(hello))
             .await
             .map_err(|e| JoinFail::Closed(e.to_string()))?;
     }
+    Ok(ws)
+}
+
+/// Reads until Welcome (`Ok`) or an Error (`Err`: a refusal or a redirect) answers the join.
+async fn welcome(
+    swarm: &Swarm,
+    conn: &mut Conn,
+    ws: &mut Ws,
+) -> Result<Result<Welcome, ErrorMsg>, JoinFail> {
     loop {
         match conn.read(swarm, ws.next().await) {
             Read::Msg(msg, _) => match msg.body {
-                Some(server_message::Body::Welcome(w)) => return Ok((ws, w)),
-                Some(server_message::Body::Error(e)) => {
-                    return Err(JoinFail::Rejected(format!(
-                        "{}: {}",
-                        error_name(e.code),
-                        e.message
-                    )));
-                }
+                Some(server_message::Body::Welcome(w)) => return Ok(Ok(w)),
+                Some(server_message::Body::Error(e)) => return Ok(Err(e)),
                 _ => {}
             },
             Read::Skip => {}
@@ -715,7 +769,7 @@ pub async fn leave(swarm: &Swarm, ws: Ws, server_closed: bool) {
 /// tungstenite's queued close reply. With `reset` it drops the socket with SO_LINGER 0
 /// instead: the kernel sends RST, no close frame and no FIN, as when a client crashes or its
 /// network dies.
-pub async fn close(swarm: &Swarm, mut ws: Ws, server_closed: bool, reset: bool) {
+pub async fn close(swarm: &Swarm, ws: Ws, server_closed: bool, reset: bool) {
     swarm.live.fetch_sub(1, Relaxed);
     if reset {
         if let Err(e) = ws.get_ref().set_zero_linger() {
@@ -723,6 +777,11 @@ pub async fn close(swarm: &Swarm, mut ws: Ws, server_closed: bool, reset: bool) 
         }
         return;
     }
+    goodbye(ws, server_closed).await;
+}
+
+/// Closes politely (see [`close`]), within [`CLOSE_TIMEOUT`].
+async fn goodbye(mut ws: Ws, server_closed: bool) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
         if !server_closed {
             let _ = ws.close(None).await;

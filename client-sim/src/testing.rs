@@ -2,12 +2,24 @@
 //! ephemeral loopback ports, with the rooms a test asks for; and the swarm options and
 //! placeholder target the tests build on.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
 use tickroom::config::RoomConfig;
+use tickroom_proto::Message as _;
+use tickroom_proto::v1::{
+    ClientMessage, Error as ErrorMsg, ErrorCode, ServerMessage, client_message, server_message,
+};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::report::Head;
-use crate::swarm::{SwarmArgs, TargetArgs};
-use crate::target::Target;
+use crate::swarm::{Swarm, SwarmArgs, TargetArgs};
+use crate::target::{self, Target};
 use crate::workers::WorkerFlags;
 
 /// A running server: its WebSocket and metrics URLs. Cancel `token` to stop it.
@@ -111,5 +123,104 @@ pub fn placeholder_target(url: &str) -> Target {
         authority: authority.to_owned(),
         path: if path.is_empty() { "/" } else { path }.to_owned(),
         addr: authority.parse().unwrap(),
+    }
+}
+
+/// A node of a cluster whose rooms all live elsewhere: it answers every Join with
+/// `ERROR_CODE_REDIRECT` to `to`. Stops when dropped.
+pub struct Redirector {
+    pub url: String,
+    /// Joins it answered.
+    pub joins: Arc<AtomicU64>,
+    /// Connections the client closed with a close frame.
+    pub closed: Arc<AtomicU64>,
+    token: CancellationToken,
+}
+
+impl Drop for Redirector {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+/// Starts a [`Redirector`] on a loopback port that sends joins to `to` (`None`: to itself).
+pub async fn redirector(to: Option<&str>) -> Redirector {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+    let to = to.map_or_else(|| url.clone(), str::to_owned);
+    let (joins, closed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let token = CancellationToken::new();
+    let (j, c, t) = (joins.clone(), closed.clone(), token.clone());
+    tokio::spawn(async move {
+        loop {
+            let tcp = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, _)) => tcp,
+                    Err(_) => continue,
+                },
+                _ = t.cancelled() => return,
+            };
+            let (to, j, c, t) = (to.clone(), j.clone(), c.clone(), t.clone());
+            tokio::spawn(async move {
+                // Anything but a WebSocket upgrade (GET /rooms) is dropped.
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                loop {
+                    let msg = tokio::select! {
+                        msg = ws.next() => msg,
+                        _ = t.cancelled() => return,
+                    };
+                    match msg {
+                        Some(Ok(Message::Binary(b))) => {
+                            let Ok(ClientMessage {
+                                body: Some(client_message::Body::Join(join)),
+                            }) = ClientMessage::decode(b)
+                            else {
+                                continue;
+                            };
+                            j.fetch_add(1, Relaxed);
+                            let answer = ServerMessage {
+                                body: Some(server_message::Body::Error(ErrorMsg {
+                                    code: ErrorCode::Redirect as i32,
+                                    message: format!("room {:?} runs on node b", join.room),
+                                    redirect_url: to.clone(),
+                                })),
+                                ..ServerMessage::default()
+                            };
+                            let _ = ws
+                                .send(Message::Binary(answer.encode_to_vec().into()))
+                                .await;
+                        }
+                        Some(Ok(Message::Close(_))) => {
+                            c.fetch_add(1, Relaxed);
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(_)) | None => return,
+                    }
+                }
+            });
+        }
+    });
+    Redirector {
+        url,
+        joins,
+        closed,
+        token,
+    }
+}
+
+/// A swarm on `url` (resolved) for tests that call its joins by hand: held from now for 5 s.
+pub async fn bare_swarm(url: &str) -> Swarm {
+    let now = Instant::now();
+    Swarm {
+        target: target::resolve(url).await.unwrap(),
+        hold_start: now,
+        hold_end: now + Duration::from_secs(5),
+        live: AtomicU64::new(0),
+        frames: AtomicU64::new(0),
+        tick_rate_hz: AtomicU32::new(0),
+        reset_on_drop: false,
+        source_ips: 1,
     }
 }

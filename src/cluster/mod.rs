@@ -30,8 +30,8 @@ use crate::metrics::Metrics;
 pub struct ClusterConfig {
     /// e.g. `nats://127.0.0.1:4222`.
     pub nats_url: String,
-    /// This node's name, unique in the cluster. Empty: the host name (a pod's name on
-    /// Kubernetes).
+    /// This node's name, unique in the cluster. Empty: `<host name>-<public port>` (the pod's
+    /// name on Kubernetes), so two nodes on one host differ.
     pub node: String,
     /// Where clients reach this node's WebSocket, given to clients redirected here. Empty:
     /// `ws://<the bound public address>/ws`, right only when that address is reachable.
@@ -221,8 +221,10 @@ impl Cluster {
         public: SocketAddr,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, ClusterError> {
+        // Two nodes on one host (tests, a laptop) must not share a name: the port tells them
+        // apart. On Kubernetes the host name is the pod's, unique already.
         let node = if config.node.is_empty() {
-            host_name()
+            format!("{}-{}", host_name(), public.port())
         } else {
             config.node.clone()
         };
@@ -270,6 +272,19 @@ impl Cluster {
                 }
             }
         };
+        // A live node with this name elsewhere would take this one's leases for its own.
+        if let Ok(Some(entry)) = nodes.entry(&node).await
+            && let Ok(listing) = serde_json::from_slice::<rooms::NodeListing>(&entry.value)
+            && listing.public_url != public_url
+            && crate::clock::unix_time_us() - listing.updated_us
+                < 3 * 1_000 * config.announce_ms as i64
+        {
+            return Err(ClusterError::Bus(format!(
+                "node name {node:?} is in use by a live node at {}; give each node its own \
+                 cluster.node",
+                listing.public_url
+            )));
+        }
         tracing::info!(node = %node, url = %config.nats_url, public_url = %public_url, "joined the cluster bus");
         Ok(Arc::new(Self {
             node,

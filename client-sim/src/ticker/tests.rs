@@ -90,6 +90,7 @@ fn common() -> Common {
                 failed_joins: 1,
                 failed_join_reasons: [("session".to_owned(), 1)].into(),
                 first_join_error: Some("session: POST /api/v1/sessions: status 400".into()),
+                redirects: 0,
                 ended_early: 0,
                 aborted: 0,
             },
