@@ -20,11 +20,12 @@ tmp=$(mktemp -d)
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
     rm -rf "$tmp"
 }
 trap cleanup EXIT
-bin=target/release/tickroom
-sim=target/release/client-sim
+bin=${BIN_DIR:-target/release}/tickroom
+sim=${BIN_DIR:-target/release}/client-sim
 nats_port=${NATS_PORT:-14222}
 
 start_nats() {
@@ -65,7 +66,13 @@ ticker_room() { # feed kind
     fi
 }
 
-p99() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); l=r[sys.argv[2]]; print(f"p50 {l[\"p50\"]/1e3:.2f} ms  p99 {l[\"p99\"]/1e3:.2f} ms  max {l[\"max\"]/1e3:.2f} ms  ({l[\"samples\"]} samples)")' "$@"; }
+p99() { # JSON file, latency field
+    python3 - "$@" <<'PY'
+import json, sys
+l = json.load(open(sys.argv[1]))[sys.argv[2]]
+print(f"p50 {l['p50'] / 1e3:.2f} ms  p99 {l['p99'] / 1e3:.2f} ms  max {l['max'] / 1e3:.2f} ms  ({l['samples']} samples)")
+PY
+}
 
 case $mode in
 feed)

@@ -5,6 +5,7 @@
 mod chat;
 mod churn;
 mod drive;
+mod failover;
 mod game;
 mod hostile;
 mod idle;
@@ -71,6 +72,9 @@ enum Scenario {
     /// Hostile inputs and faults one after another, each checked against docs/security.md,
     /// while a game and a ticker bystander keep measuring.
     Hostile(hostile::HostileArgs),
+    /// N game clients on a cluster's nodes: when a node dies, how long each takes to be back
+    /// in the room on another (loss -> first snapshot), in how many tries.
+    Failover(failover::FailoverArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -111,6 +115,7 @@ fn execute(mut scenario: Scenario, argv: Vec<String>) -> anyhow::Result<()> {
         Scenario::Mix(args) => finish(runtime.block_on(mix::run(args)), json),
         Scenario::Pause(args) => finish(runtime.block_on(pause::run(args)), json),
         Scenario::Hostile(args) => finish(runtime.block_on(hostile::run(args)), json),
+        Scenario::Failover(args) => finish(runtime.block_on(failover::run(args)), json),
     };
     // Stragglers were aborted already; do not let a stuck socket hold the exit.
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -127,7 +132,10 @@ impl Scenario {
             Scenario::Spike(a) => Some(&mut a.swarm),
             Scenario::Idle(a) => Some(&mut a.swarm),
             Scenario::Mix(a) => Some(&mut a.swarm),
-            Scenario::Churn(_) | Scenario::Pause(_) | Scenario::Hostile(_) => None,
+            Scenario::Churn(_)
+            | Scenario::Pause(_)
+            | Scenario::Hostile(_)
+            | Scenario::Failover(_) => None,
         }
     }
 
@@ -137,6 +145,7 @@ impl Scenario {
             Scenario::Churn(a) => a.target.json.clone(),
             Scenario::Pause(a) => a.json.clone(),
             Scenario::Hostile(a) => a.json.clone(),
+            Scenario::Failover(a) => a.json.clone(),
             other => other.swarm_mut().and_then(|s| s.target.json.clone()),
         }
     }

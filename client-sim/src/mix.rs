@@ -156,6 +156,7 @@ pub async fn run(args: MixArgs) -> anyhow::Result<MixReport> {
         senders: args.chat_senders,
         rate: args.chat_rate,
         loss_grace_ms: 1000,
+        urls: Vec::new(),
     };
     eprintln!(
         "client-sim mix: game {} + ticker {} + chat {}+{} clients -> {}, ramp {:.1} s, hold {:.1} s",

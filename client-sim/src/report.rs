@@ -590,7 +590,7 @@ impl Table {
 }
 
 /// `a 1, b 2`, or `none` for an empty map.
-fn list<K: std::fmt::Display>(map: &BTreeMap<K, u64>) -> String {
+pub fn list<K: std::fmt::Display>(map: &BTreeMap<K, u64>) -> String {
     if map.is_empty() {
         return "none".into();
     }

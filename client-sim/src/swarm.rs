@@ -525,13 +525,28 @@ pub async fn join(
     url: &str,
     hello: Option<Vec<u8>>,
 ) -> Result<(Ws, Welcome), JoinFail> {
+    let (ws, welcome, _) = join_at(swarm, conn, client, swarm.target.addr, url, hello).await?;
+    Ok((ws, welcome))
+}
+
+/// [`join`] on the node at `addr` (another node of a cluster than `--url`'s, say), which
+/// `url` names; also gives the URL of the node that sent Welcome (`url`, or where the last
+/// redirect went).
+pub async fn join_at(
+    swarm: &Swarm,
+    conn: &mut Conn,
+    client: usize,
+    addr: SocketAddr,
+    url: &str,
+    hello: Option<Vec<u8>>,
+) -> Result<(Ws, Welcome, String), JoinFail> {
     let hello = hello.map(bytes::Bytes::from);
-    let mut at = (swarm.target.addr, url.to_owned());
+    let mut at = (addr, url.to_owned());
     let mut followed = Vec::new();
     loop {
         let mut ws = open(swarm, client, at.0, &at.1, hello.clone()).await?;
         let refusal = match welcome(swarm, conn, &mut ws).await? {
-            Ok(welcome) => return Ok((ws, welcome)),
+            Ok(welcome) => return Ok((ws, welcome, at.1)),
             Err(refusal) => refusal,
         };
         let Some(next) = redirect::next(&refusal, &followed, hello.is_some()).await else {
@@ -623,8 +638,22 @@ pub async fn enter(
     hello: Vec<u8>,
     kind: Option<RoomKind>,
 ) -> Option<(Ws, Welcome)> {
+    enter_at(swarm, &swarm.target, conn, client, stop, hello, kind).await
+}
+
+/// [`enter`] through `node` rather than `--url` (a client spread over a cluster's nodes).
+pub async fn enter_at(
+    swarm: &Swarm,
+    node: &Target,
+    conn: &mut Conn,
+    client: usize,
+    stop: &mut watch::Receiver<bool>,
+    hello: Vec<u8>,
+    kind: Option<RoomKind>,
+) -> Option<(Ws, Welcome)> {
     let attempt = async {
-        let (ws, welcome) = join(swarm, conn, client, &swarm.target.url, Some(hello)).await?;
+        let (ws, welcome, _) =
+            join_at(swarm, conn, client, node.addr, &node.url, Some(hello)).await?;
         if let Some(kind) = kind {
             expect_kind(&welcome, kind)?;
         }

@@ -4,6 +4,10 @@
 //! messages per second, messages lost per viewer (from the senders' own counters), messages
 //! the room's per-tick cap dropped, and refused sends by error code. The swarm
 //! ([`crate::swarm`]) runs the clients and counts what every scenario counts.
+//!
+//! With `--urls` the room spans the nodes of a cluster: viewer i connects to the (i mod N)-th
+//! URL and every sender to the first, so a viewer on another node measures the cross-node
+//! path; latency and loss are also reported per node.
 
 mod report;
 mod track;
@@ -13,6 +17,7 @@ use std::time::Duration;
 
 use anyhow::ensure;
 use bytes::Bytes;
+use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use tickroom_proto::Message as _;
 use tickroom_proto::v1::{
@@ -22,11 +27,12 @@ use tickroom_proto::v1::{
 use tokio::time::{Instant, MissedTickBehavior};
 
 pub use self::report::ChatReport;
-use self::report::{ChatConfig, Received, Sent};
+use self::report::{ChatConfig, Received, Sent, UrlViewers};
 use self::track::{Runs, SenderLog, Tally};
 use crate::report::{LatencySummary, RateSummary, per_s};
 use crate::swarm::{self, Client, Conn, LiveCount, Plan, Read, Run, Scenario, Shards, SwarmArgs};
 use crate::talk::{Pace, Step, Talk, talk};
+use crate::target::{self, Target};
 
 /// Senders are named this plus their number; receivers recognise sim messages by it.
 const SENDER_PREFIX: &str = "sim-sender-";
@@ -50,6 +56,11 @@ pub struct ChatArgs {
     /// Messages sent in the last this-many ms of the hold are not counted as lost if missing.
     #[arg(long, default_value_t = 1000)]
     pub loss_grace_ms: u64,
+    /// Nodes of a cluster, comma-separated, instead of `--url`: viewer i connects to the
+    /// (i mod N)-th, every sender to the first (whose room the run samples). Each must
+    /// resolve to a loopback address.
+    #[arg(long, value_delimiter = ',', num_args = 1.., conflicts_with = "url")]
+    pub urls: Vec<String>,
 }
 
 /// What every client task reads or updates; everything per client stays in its task.
@@ -60,7 +71,11 @@ struct Shared {
     period: Duration,
     /// `Join{room}` of the anonymous viewers.
     join: Vec<u8>,
-    viewer_latency: Shards,
+    /// Where clients connect: `--urls` (or `--url`), resolved; the senders' node first.
+    nodes: Vec<Target>,
+    /// Viewers on the senders' node (`nodes[0]`), and on the others.
+    viewer_latency_local: Shards,
+    viewer_latency_remote: Shards,
     sender_latency: Shards,
     /// Per batch at each viewer: receipt − the batch's tick start.
     batch_fanout: Shards,
@@ -73,6 +88,23 @@ impl Shared {
     /// The sender number of client `id` (senders start after the viewers).
     fn sender_of(&self, id: usize) -> Option<usize> {
         id.checked_sub(self.viewers)
+    }
+
+    /// The node (index into `nodes`) client `id` connects to: the first for every sender,
+    /// round-robin for the viewers.
+    fn node_of(&self, id: usize) -> usize {
+        match self.sender_of(id) {
+            Some(_) => 0,
+            None => id % self.nodes.len(),
+        }
+    }
+
+    /// Viewer latency on every node.
+    fn viewer_latency(&self) -> Histogram<u64> {
+        let mut all = self.viewer_latency_local.merged();
+        // Same bounds, so adding cannot fail.
+        let _ = all.add(self.viewer_latency_remote.merged());
+        all
     }
 
     /// The sim sender who sent `m`, if one did.
@@ -96,13 +128,18 @@ impl Scenario for Shared {
 
     fn progress(&self, secs: f64) -> String {
         let (sent, received) = (self.sent.rate(secs), self.received.rate(secs));
-        let latency = self.viewer_latency.p50_p99();
-        format!("sent/s {sent:.0}  received/s {received:.0}  viewer latency {latency}")
+        let latency = self.viewer_latency();
+        format!(
+            "sent/s {sent:.0}  received/s {received:.0}  viewer latency p50 {} µs p99 {} µs",
+            latency.value_at_quantile(0.5),
+            latency.value_at_quantile(0.99)
+        )
     }
 
     fn shards(&self) -> Vec<&Shards> {
         vec![
-            &self.viewer_latency,
+            &self.viewer_latency_local,
+            &self.viewer_latency_remote,
             &self.sender_latency,
             &self.batch_fanout,
         ]
@@ -115,6 +152,8 @@ impl Scenario for Shared {
 struct Outcome {
     /// `Some(k)` for sender k.
     sender: Option<usize>,
+    /// The node it connected to (index into `--urls`).
+    node: usize,
     /// When the Welcome came.
     #[serde(with = "crate::wire::opt_instant")]
     joined_at: Option<Instant>,
@@ -179,9 +218,11 @@ async fn run_client(client: Client<Shared>) -> (Conn, Outcome) {
     let Client { id, run, mut stop } = client;
     let (swarm, shared) = (&run.swarm, &run.scenario);
     let sender = shared.sender_of(id);
+    let node = shared.node_of(id);
     let mut conn = Conn::default();
     let out = Outcome {
         sender,
+        node,
         joined_at: None,
         got: vec![Runs::default(); shared.senders],
         duplicates: 0,
@@ -196,7 +237,9 @@ async fn run_client(client: Client<Shared>) -> (Conn, Outcome) {
         None => shared.join.clone(),
     };
     let chat = Some(RoomKind::Chat);
-    let Some((mut ws, _)) = swarm::enter(swarm, &mut conn, id, &mut stop, hello, chat).await else {
+    let at = &shared.nodes[node];
+    let Some((mut ws, _)) = swarm::enter_at(swarm, at, &mut conn, id, &mut stop, hello, chat).await
+    else {
         return (conn, out);
     };
     let mut chatter = Chatter { id, run: &run, out };
@@ -230,9 +273,10 @@ fn on_batch(run: &Run<Shared>, id: usize, out: &mut Outcome, batch: &ChatBatch, 
     shared.received.add(batch.messages.len() as u64);
     let measuring = now < swarm.hold_end;
     let local_us = swarm::unix_us();
-    let shards = match out.sender {
-        Some(_) => &shared.sender_latency,
-        None => &shared.viewer_latency,
+    let shards = match (out.sender, out.node) {
+        (Some(_), _) => &shared.sender_latency,
+        (None, 0) => &shared.viewer_latency_local,
+        (None, _) => &shared.viewer_latency_remote,
     };
     let latencies = batch.messages.iter().filter_map(|m| {
         let Some(k) = shared.sim_sender(m) else {
@@ -260,8 +304,22 @@ fn on_batch(run: &Run<Shared>, id: usize, out: &mut Outcome, batch: &ChatBatch, 
     }
 }
 
+/// `--urls` resolved (loopback only), or `--url` alone; with `--urls` the run's `--url`
+/// becomes the first, the senders' node, which the run samples.
+async fn nodes(args: &mut ChatArgs) -> anyhow::Result<Vec<Target>> {
+    if args.urls.is_empty() {
+        return Ok(vec![target::resolve(&args.swarm.target.url).await?]);
+    }
+    let mut nodes = Vec::with_capacity(args.urls.len());
+    for url in &args.urls {
+        nodes.push(target::resolve(url).await?);
+    }
+    args.swarm.target.url = args.urls[0].clone();
+    Ok(nodes)
+}
+
 /// Runs the scenario to completion (ramp, hold, shutdown) and builds the report.
-pub async fn run(args: ChatArgs) -> anyhow::Result<ChatReport> {
+pub async fn run(mut args: ChatArgs) -> anyhow::Result<ChatReport> {
     ensure!(
         args.viewers + args.senders >= 1,
         "--viewers plus --senders must be at least 1"
@@ -276,13 +334,17 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<ChatReport> {
         args.loss_grace_ms <= 60_000,
         "--loss-grace-ms must be at most 60000"
     );
+    args.swarm.check()?;
+    let nodes = nodes(&mut args).await?;
     let shared = Shared {
         room: args.room.clone(),
         viewers: args.viewers,
         senders: args.senders,
         period: Duration::from_secs_f64(1.0 / args.rate),
         join: swarm::join_message(&args.room, ""),
-        viewer_latency: Shards::new(),
+        nodes,
+        viewer_latency_local: Shards::new(),
+        viewer_latency_remote: Shards::new(),
         sender_latency: Shards::new(),
         batch_fanout: Shards::new(),
         sent: LiveCount::default(),
@@ -294,6 +356,7 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<ChatReport> {
     let hold_s = done.common.head.timing.hold_s;
     let config = ChatConfig {
         url: swarm.target.url.clone(),
+        urls: shared.nodes.iter().map(|n| n.url.clone()).collect(),
         room: args.room,
         viewers: args.viewers,
         senders: args.senders,
@@ -311,25 +374,29 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<ChatReport> {
     summarize(
         &mut report,
         &done.outcomes,
-        shared.senders,
+        shared,
         cutoff_at,
         (swarm.hold_start, hold_s),
     );
-    report.viewer_latency_us = LatencySummary::of(&shared.viewer_latency.merged());
+    report.viewer_latency_us = LatencySummary::of(&shared.viewer_latency());
+    report.viewer_latency_local_us = LatencySummary::of(&shared.viewer_latency_local.merged());
+    report.viewer_latency_remote_us = LatencySummary::of(&shared.viewer_latency_remote.merged());
     report.sender_latency_us = LatencySummary::of(&shared.sender_latency.merged());
     report.batch_fanout_us = LatencySummary::of(&shared.batch_fanout.merged());
     Ok(report)
 }
 
-/// Adds up the senders' logs and what every receiver got. `cutoff_at`: messages sent after
-/// it are not expected; `hold`: when the hold started and how long it lasted.
+/// Adds up the senders' logs and what every receiver got, in all and per node. `cutoff_at`:
+/// messages sent after it are not expected; `hold`: when the hold started and how long it
+/// lasted.
 fn summarize(
     report: &mut ChatReport,
     outcomes: &[(Conn, Outcome)],
-    senders: usize,
+    shared: &Shared,
     cutoff_at: Instant,
     (hold_start, hold_s): (Instant, f64),
 ) {
+    let senders = shared.senders;
     let empty = SenderLog::default();
     let mut logs: Vec<&SenderLog> = vec![&empty; senders];
     let mut refused_by_kind = BTreeMap::new();
@@ -356,10 +423,9 @@ fn summarize(
         unechoed: sum(|l| l.unechoed),
         counted: cutoffs.iter().sum(),
     };
-    let received = |senders_role: bool| {
-        let role = outcomes
-            .iter()
-            .filter(|(conn, o)| conn.joined && o.sender.is_some() == senders_role);
+    // What the joined clients `which` picks received.
+    let received = |which: &dyn Fn(&Outcome) -> bool| {
+        let role = outcomes.iter().filter(|(conn, o)| conn.joined && which(o));
         let mut r = Received::default();
         let (mut batch_rates, mut message_rates) = (Vec::new(), Vec::new());
         for (conn, o) in role {
@@ -393,8 +459,17 @@ fn summarize(
         r.messages_per_s = RateSummary::of(message_rates);
         r
     };
-    report.viewers = received(false);
-    report.senders = received(true);
+    report.viewers = received(&|o| o.sender.is_none());
+    report.senders = received(&|o| o.sender.is_some());
+    let n = shared.nodes.len();
+    report.viewers_by_url = (shared.nodes.iter().enumerate())
+        .map(|(k, node)| UrlViewers {
+            url: node.url.clone(),
+            // Viewer ids k, k + n, k + 2n, ... below the number of viewers.
+            assigned: ((shared.viewers + n - 1 - k) / n) as u64,
+            received: received(&|o| o.sender.is_none() && o.node == k),
+        })
+        .collect();
 }
 
 #[cfg(test)]

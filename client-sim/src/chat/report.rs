@@ -19,8 +19,14 @@ pub struct ChatReport {
     pub viewers: Received,
     /// What the senders received (they are viewers too).
     pub senders: Received,
+    /// The viewers per URL of `config.urls` (one entry without `--urls`).
+    pub viewers_by_url: Vec<UrlViewers>,
     /// Local Unix µs − `ChatMessage.sent_time_us`, per message from a sim sender, at viewers.
     pub viewer_latency_us: LatencySummary,
+    /// The same at the viewers on the senders' node (the first URL), and on the other nodes:
+    /// their messages crossed the cluster (empty without `--urls`).
+    pub viewer_latency_local_us: LatencySummary,
+    pub viewer_latency_remote_us: LatencySummary,
     /// The same at the senders (their own messages included).
     pub sender_latency_us: LatencySummary,
     /// Fan-out: per batch and viewer, local Unix µs − the start of the tick that sent the
@@ -35,7 +41,10 @@ pub struct ChatReport {
 
 #[derive(Debug, Serialize)]
 pub struct ChatConfig {
+    /// Where the senders connect, and the node the run samples.
     pub url: String,
+    /// Where the viewers connect, round-robin (`--urls`, or `--url` alone).
+    pub urls: Vec<String>,
     pub room: String,
     pub viewers: usize,
     pub senders: usize,
@@ -62,6 +71,16 @@ pub struct Sent {
     /// Per sender, the highest id that counts for loss (sent by the end of the hold minus
     /// the grace window), summed.
     pub counted: u64,
+}
+
+/// The viewers that connected to one URL, and what they received.
+#[derive(Debug, Default, Serialize)]
+pub struct UrlViewers {
+    pub url: String,
+    /// Viewers sent there (viewer i goes to URL i mod N); `clients` of them joined.
+    pub assigned: u64,
+    #[serde(flatten)]
+    pub received: Received,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -105,7 +124,10 @@ impl ChatReport {
             sent: Sent::default(),
             viewers: Received::default(),
             senders: Received::default(),
+            viewers_by_url: Vec::new(),
             viewer_latency_us: LatencySummary::default(),
+            viewer_latency_local_us: LatencySummary::default(),
+            viewer_latency_remote_us: LatencySummary::default(),
             sender_latency_us: LatencySummary::default(),
             batch_fanout_us: LatencySummary::default(),
             tail: common.tail,
@@ -116,9 +138,15 @@ impl ChatReport {
     /// The report as an aligned plain-text table for stdout.
     pub fn table(&self) -> String {
         let c = &self.config;
+        let nodes = self.viewers_by_url.len();
+        let to = if nodes > 1 {
+            format!("{nodes} nodes (senders on {})", c.url)
+        } else {
+            c.url.clone()
+        };
         let what = format!(
-            "{} viewers + {} senders at {} msg/s -> {} room {:?}",
-            c.viewers, c.senders, c.rate_per_sender, c.url, c.room,
+            "{} viewers + {} senders at {} msg/s -> {to} room {:?}",
+            c.viewers, c.senders, c.rate_per_sender, c.room,
         );
         let mut t = Table::titled(self.scenario, what, &self.head);
         let s = &self.sent;
@@ -159,13 +187,32 @@ impl ChatReport {
                 ),
             );
         }
+        if nodes > 1 {
+            for v in &self.viewers_by_url {
+                let r = &v.received;
+                t.row(
+                    "viewers on",
+                    format!(
+                        "{}: {} ({} joined), lost {} of {} expected, duplicates {}",
+                        v.url, v.assigned, r.clients, r.lost, r.expected, r.duplicates
+                    ),
+                );
+            }
+        }
         t.traffic(&self.tail.traffic);
         t.errors(&self.tail);
-        t.latencies(&[
-            ("send -> viewer", &self.viewer_latency_us),
+        let mut latencies = vec![("send -> viewer", &self.viewer_latency_us)];
+        if nodes > 1 {
+            latencies.extend([
+                ("  senders' node", &self.viewer_latency_local_us),
+                ("  other nodes", &self.viewer_latency_remote_us),
+            ]);
+        }
+        latencies.extend([
             ("send -> sender", &self.sender_latency_us),
             ("tick -> viewer", &self.batch_fanout_us),
         ]);
+        t.latencies(&latencies);
         t.footer(&self.tail);
         t.into_string()
     }
