@@ -22,6 +22,14 @@ use crate::transport::{AdmissionLimits, PreparedSessions, Refusal, Serving, Sess
 /// How long shutdown waits for sessions to say goodbye before stopping the rooms.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long releasing this node's leases and listing may take at shutdown.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The most a SIGTERM takes to end the process: the drain, the cluster release, and the rooms
+/// stopping (each within a tick or two). A supervisor's grace period must exceed it
+/// (`terminationGracePeriodSeconds` in deploy/, checked by tests/deploy.rs).
+pub const SHUTDOWN_BOUND: Duration = Duration::from_secs(5);
+
 /// Connections the operations port serves at once (beyond them: 503).
 const OPS_MAX_CONNECTIONS: usize = 256;
 
@@ -233,7 +241,7 @@ impl Server {
         }
         // Other nodes may take this node's game rooms from now on (their clients are gone).
         if let Some(cluster) = &hub.cluster {
-            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = tokio::time::timeout(RELEASE_TIMEOUT, async {
                 cluster.release_all().await;
                 cluster.withdraw().await;
             })

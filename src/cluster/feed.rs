@@ -266,10 +266,12 @@ pub async fn publish(
         };
         // Core NATS: at most once. A batch lost while the bus is down is not replayed; the
         // next update of each symbol carries its newest value (and a seq that shows the gap).
-        if let Err(e) = client
-            .publish(subject.clone(), Bytes::from(msg.encode_to_vec()))
-            .await
-        {
+        // While the bus is away the client's queue fills and publish waits: a stop must not.
+        let published = tokio::select! {
+            _ = stop.cancelled() => break,
+            r = client.publish(subject.clone(), Bytes::from(msg.encode_to_vec())) => r,
+        };
+        if let Err(e) = published {
             tracing::warn!(feed = name, error = %e, "publish failed");
         }
         if last_log.elapsed() >= Duration::from_secs(10) {
@@ -283,6 +285,6 @@ pub async fn publish(
         }
     }
     handle.stop();
-    let _ = client.flush().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
     Ok(done)
 }
