@@ -133,14 +133,18 @@ $body"
     cat "$out/failover.txt"
     ;;
 chat)
-    nodes=${NODES:-6} viewers=${VIEWERS:-60000} senders=${SENDERS:-20} rate=${RATE:-0.5} secs=${SECS:-30}
+    nodes=${NODES:-6} viewers=${VIEWERS:-60000} senders=${SENDERS:-2} rate=${RATE:-0.5} secs=${SECS:-30}
+    ticker=${TICKER:-0} # ticker sessions, spread over the nodes (1 symbol each)
     start_nats
+    start_feed --symbols 500 --updates-per-sec 1
     room='[[rooms]]
 name = "chat"
 kind = "chat"
 tick_hz = 10
 send_rate_per_sec = 10.0
-send_burst = 20'
+send_burst = 20
+
+'"$(ticker_room bus)"
     urls=()
     for i in $(seq 0 $((nodes - 1))); do
         start_node "n$i" $((18200 + i)) $((19200 + i)) "$(cluster "n$i")
@@ -152,13 +156,50 @@ $room"
         urls+=("ws://127.0.0.1:$((18200 + i))/ws")
     done
     url_list=$(IFS=,; echo "${urls[*]}")
+    tickers=()
+    if [ "$ticker" -gt 0 ]; then
+        # Connected first and held through the chat run (its ramp and hold included).
+        for i in $(seq 0 $((nodes - 1))); do
+            taskset -c 1 $sim ticker --url "ws://127.0.0.1:$((18200 + i))/ws" \
+                --metrics-url "http://127.0.0.1:$((19200 + i))/metrics" --clients $((ticker / nodes)) \
+                --symbols 1 --ramp 1000 --duration $((secs + viewers / 2000 + 30)) \
+                --source-ips 2 --json "$out/ticker-n$i.json" >"$out/ticker-n$i.txt" 2>&1 &
+            tickers+=($!)
+        done
+        sleep $((ticker / nodes / 1000 + 5))
+    fi
     taskset -c 1 $sim chat --urls "$url_list" --metrics-url http://127.0.0.1:19200/metrics \
-        --viewers "$viewers" --senders "$senders" --rate "$rate" --ramp 2000 --duration "$secs" \
-        --json "$out/chat.json" >"$out/chat.txt" 2>&1 || true
-    tail -30 "$out/chat.txt"
-    for i in $(seq 0 $((nodes - 1))); do
-        m=$(curl -s "http://127.0.0.1:$((19200 + i))/metrics")
-        echo "n$i: $(awk '$1=="tickroom_connections_active"{c=$2} $1=="process_resident_memory_bytes"{r=$2} END{printf "connections %d, RSS %.0f MB, %.1f KB/connection", c, r/1e6, (c>0? r/c/1e3 : 0)}' <<<"$m"); $(grep -E '^tickroom_bus_messages_total\{direction="(in|out)",stream="chat"\}' <<<"$m" | tr '\n' ' ')"
+        --viewers "$viewers" --senders "$senders" --rate "$rate" --ramp "${RAMP:-1000}" --duration "$secs" \
+        --json "$out/chat.json" >"$out/chat.txt" 2>&1 &
+    chat=$!
+    # In the hold: every node's connections, memory and bus traffic, twice secs/4 apart.
+    sleep $((viewers / ${RAMP:-1000} + 5 + secs / 3))
+    snap() {
+        for i in $(seq 0 $((nodes - 1))); do
+            m=$(curl -s "http://127.0.0.1:$((19200 + i))/metrics")
+            echo "n$i $(awk '$1=="tickroom_connections_active"{c=$2} $1=="process_resident_memory_bytes"{r=$2} $1=="tickroom_bus_messages_total{direction=\"in\",stream=\"chat\"}"{bi=$2} $1=="tickroom_bus_messages_total{direction=\"out\",stream=\"chat\"}"{bo=$2} $1=="tickroom_bus_messages_total{direction=\"in\",stream=\"feed\"}"{fi=$2} END{printf "%d %d %d %d %d", c, r, bi, bo, fi}' <<<"$m")"
+        done
+    }
+    snap >"$tmp/s1"; t1=$(date +%s.%N); sleep $((secs / 4)); snap >"$tmp/s2"; t2=$(date +%s.%N)
+    wait $chat || true
+    tail -40 "$out/chat.txt"
+    python3 - "$tmp/s1" "$tmp/s2" "$t1" "$t2" <<'PY' | tee "$out/nodes.txt"
+import sys
+a = {l.split()[0]: list(map(float, l.split()[1:])) for l in open(sys.argv[1])}
+b = {l.split()[0]: list(map(float, l.split()[1:])) for l in open(sys.argv[2])}
+dt = float(sys.argv[4]) - float(sys.argv[3])
+tot_c = tot_r = 0
+for n in sorted(a):
+    c, r, bi, bo, fi = b[n]
+    rate = lambda k: (b[n][k] - a[n][k]) / dt
+    tot_c += c; tot_r += r
+    print(f"{n}: connections {c:.0f}, RSS {r / 1e6:.0f} MB ({r / c / 1e3 if c else 0:.1f} KB/connection), "
+          f"bus/s: chat in {rate(2):.1f}, chat out {rate(3):.1f}, feed in {rate(4):.1f}")
+print(f"all nodes: {tot_c:.0f} connections, RSS {tot_r / 1e6:.0f} MB, {tot_r / tot_c / 1e3 if tot_c else 0:.1f} KB per connection")
+PY
+    for t in "${tickers[@]}"; do wait "$t" || true; done
+    for f in "$out"/ticker-n*.json; do
+        [ -f "$f" ] && echo "$(basename "$f"): feed -> client $(p99 "$f" feed_latency_us)"
     done
     ;;
 *)
