@@ -613,6 +613,31 @@ async fn welcome(
     }
 }
 
+/// Lets the kernel pick the source port at `connect`, when it knows the destination, instead of
+/// at `bind`: a bound `bind(ip, 0)` must find a port no socket on `ip` uses for any
+/// destination, a search that slows down and then fails as tens of thousands of clients fill
+/// the range; at `connect` a port only has to be free towards this server. Best effort: on
+/// other systems the option is unknown and `bind` behaves as before.
+fn bind_address_no_port(socket: &TcpSocket) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let on: libc::c_int = 1;
+        // SAFETY: a valid socket descriptor and a c_int option value of the right size.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = socket;
+}
+
 /// A TCP connection to `addr`, from `source` (any port) when given.
 async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
     let socket = if addr.is_ipv4() {
@@ -621,6 +646,7 @@ async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<Tc
         TcpSocket::new_v6()?
     };
     if let Some(ip) = source {
+        bind_address_no_port(&socket);
         socket.bind(SocketAddr::new(ip, 0))?;
     }
     // Client messages are a few bytes each; Nagle would hold them back and inflate latency.
