@@ -162,11 +162,11 @@ $room"
         for i in $(seq 0 $((nodes - 1))); do
             taskset -c 1 $sim ticker --url "ws://127.0.0.1:$((18200 + i))/ws" \
                 --metrics-url "http://127.0.0.1:$((19200 + i))/metrics" --clients $((ticker / nodes)) \
-                --symbols 1 --ramp 1000 --duration $((secs + viewers / 2000 + 30)) \
+                --symbols 1 --ramp "${TICKER_RAMP:-200}" --duration $((secs + viewers / ${RAMP:-1000} + 40)) \
                 --source-ips 2 --json "$out/ticker-n$i.json" >"$out/ticker-n$i.txt" 2>&1 &
             tickers+=($!)
         done
-        sleep $((ticker / nodes / 1000 + 5))
+        sleep $((ticker / nodes / ${TICKER_RAMP:-200} + 5))
     fi
     taskset -c 1 $sim chat --urls "$url_list" --metrics-url http://127.0.0.1:19200/metrics \
         --viewers "$viewers" --senders "$senders" --rate "$rate" --ramp "${RAMP:-1000}" --duration "$secs" \
