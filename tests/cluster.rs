@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::cluster::{Nats, Node, Publisher, TempDir, cluster_table, within};
 use common::*;
 use tickroom::proto::v1::{
-    ChatSend, ErrorCode, Subscribe, client_message::Body, object::State,
+    ChatKind, ChatSend, ErrorCode, Subscribe, client_message::Body, object::State,
     server_message::Body as SBody,
 };
 
@@ -244,6 +244,43 @@ async fn one_chat_room_across_three_nodes_in_order_once_and_blocks_everywhere() 
             (1..=10).collect::<Vec<_>>(),
             "node {node}: bob's messages (sent on b) once each, in order"
         );
+    }
+
+    // A notice injected once, through node b, reaches viewers on a and c once each.
+    let (status, _) = http_call(
+        b.server.ops,
+        "POST",
+        "/admin/rooms/chat/notice",
+        &[("authorization", &format!("Bearer {ADMIN}"))],
+        r#"{"text": "welcome to the show"}"#,
+    )
+    .await;
+    assert_eq!(status, 202);
+    for (node, viewer) in [("c", &mut on_c2), ("a", &mut alice)] {
+        let mut notices = 0;
+        let deadline = Instant::now() + WAIT;
+        // Until the notice arrives, then half a second more for any second copy.
+        let mut until = None;
+        loop {
+            let now = Instant::now();
+            if until.is_some_and(|u| now >= u) {
+                break;
+            }
+            assert!(now < deadline, "node {node}: the notice arrives");
+            let wait = until.map_or(WAIT, |u: Instant| u - now);
+            let Ok(msg) = tokio::time::timeout(wait, viewer.recv()).await else {
+                continue;
+            };
+            if let Some(SBody::ChatBatch(batch)) = msg.body {
+                for m in batch.messages {
+                    if m.kind == ChatKind::Notice as i32 && m.text == "welcome to the show" {
+                        notices += 1;
+                        until.get_or_insert(Instant::now() + Duration::from_millis(500));
+                    }
+                }
+            }
+        }
+        assert_eq!(notices, 1, "node {node}: the notice once");
     }
 
     // A block set through node c's admin API stops alice on node a.
