@@ -11,8 +11,7 @@ use common::*;
 use tickroom::config::RoomConfig;
 use tickroom::moderation::FilterPolicy;
 use tickroom::proto::v1::{
-    ChatBatch, ChatKind, ChatSend, ErrorCode, RoomKind, client_message::Body,
-    server_message::Body as SBody,
+    ChatBatch, ChatKind, ErrorCode, RoomKind, client_message::Body, server_message::Body as SBody,
 };
 use tickroom::sim::chat::ChatConfig;
 
@@ -34,15 +33,6 @@ fn default_chat() -> ChatConfig {
         blocked_words: vec!["darn".into(), "笨蛋".into()],
         ..ChatConfig::default()
     }
-}
-
-async fn say(c: &mut Client, text: &str, id: u64) {
-    c.send(Body::ChatSend(ChatSend {
-        text: text.into(),
-        client_msg_id: id,
-        sent_time_us: 0,
-    }))
-    .await;
 }
 
 /// The next chat batch, skipping other messages; panics on an error.
@@ -86,8 +76,8 @@ async fn every_viewer_gets_tick_batches_in_send_order_per_sender() {
     let mut bob = Client::connect(&server).await;
     bob.join_as("live", "", "bob").await;
     for i in 1..=3 {
-        say(&mut alice, &format!("a{i}"), i).await;
-        say(&mut bob, &format!("b{i}"), i).await;
+        alice.say(&format!("a{i}"), i).await;
+        bob.say(&format!("b{i}"), i).await;
     }
     for c in [&mut viewer, &mut alice, &mut bob] {
         let (got, batches) = messages(c, 6).await;
@@ -119,7 +109,7 @@ async fn a_flood_beyond_the_cap_loses_its_oldest_messages_and_says_so() {
     let mut flooder = Client::connect(&server).await;
     flooder.join_as("live", "", "flood").await;
     for i in 1..=6 {
-        say(&mut flooder, &format!("m{i}"), i).await;
+        flooder.say(&format!("m{i}"), i).await;
     }
     let mut delivered = Vec::new();
     let mut dropped = 0;
@@ -153,7 +143,7 @@ async fn listed_words_are_masked_or_rejected_in_latin_and_chinese() {
     let server = start(chat_config(default_chat())).await;
     let mut c = Client::connect(&server).await;
     c.join_as("live", "", "amy").await;
-    say(&mut c, "oh DARN, 你这个笨蛋!", 1).await;
+    c.say("oh DARN, 你这个笨蛋!", 1).await;
     let (got, _) = messages(&mut c, 1).await;
     assert_eq!(got[0].1, "oh ****, 你这个**!");
     server.stop().await;
@@ -165,9 +155,9 @@ async fn listed_words_are_masked_or_rejected_in_latin_and_chinese() {
     .await;
     let mut c = Client::connect(&server).await;
     c.join_as("live", "", "amy").await;
-    say(&mut c, "你这个笨蛋", 1).await;
+    c.say("你这个笨蛋", 1).await;
     expect_error(&mut c, ErrorCode::ContentRejected).await;
-    say(&mut c, "clean", 2).await;
+    c.say("clean", 2).await;
     let (got, _) = messages(&mut c, 1).await;
     assert_eq!(
         got,
@@ -191,9 +181,9 @@ async fn unicode_tricks_pass_neither_the_word_filter_nor_the_block_list() {
     // Words split by zero-width characters or written in fullwidth letters are caught.
     let mut amy = Client::connect(&server).await;
     amy.join_as("live", "", "amy").await;
-    say(&mut amy, "bad\u{200b}word", 1).await;
-    say(&mut amy, "ｂａｄｗｏｒｄ", 2).await;
-    say(&mut amy, "笨\u{200b}蛋", 3).await;
+    amy.say("bad\u{200b}word", 1).await;
+    amy.say("ｂａｄｗｏｒｄ", 2).await;
+    amy.say("笨\u{200b}蛋", 3).await;
     let (got, _) = messages(&mut viewer, 3).await;
     let texts: Vec<_> = got.iter().map(|(_, t)| t.as_str()).collect();
     assert_eq!(texts, ["*******", "*******", "**"]);
@@ -205,7 +195,7 @@ async fn unicode_tricks_pass_neither_the_word_filter_nor_the_block_list() {
     for name in ["troll\u{200b}", "tr\u{200d}oll", "ｔｒｏｌｌ"] {
         let mut t = Client::connect(&server).await;
         t.join_as("live", "", name).await;
-        say(&mut t, "hi", 1).await;
+        t.say("hi", 1).await;
         expect_error(&mut t, ErrorCode::Blocked).await;
     }
     // Names with bidi controls, or with nothing visible, are refused.
@@ -234,18 +224,18 @@ async fn users_and_addresses_are_blocked_and_unblocked_at_run_time() {
         admin(&server, "PUT", "/admin/blocks/users/troll", TOKEN, "").await,
         200
     );
-    say(&mut troll, "hello?", 1).await;
+    troll.say("hello?", 1).await;
     expect_error(&mut troll, ErrorCode::Blocked).await;
     let mut fine = Client::connect(&server).await;
     fine.join_as("live", "", "fine").await;
-    say(&mut fine, "still talking", 1).await;
+    fine.say("still talking", 1).await;
     let (got, _) = messages(&mut viewer, 1).await;
     assert_eq!(got, [("fine".to_string(), "still talking".to_string())]);
     assert_eq!(
         admin(&server, "DELETE", "/admin/blocks/users/TROLL", TOKEN, "").await,
         200
     );
-    say(&mut troll, "back", 2).await;
+    troll.say("back", 2).await;
     assert_eq!(messages(&mut viewer, 1).await.0[0].1, "back");
 
     // Block the address every test client uses: new upgrades are refused with 403,
@@ -261,7 +251,7 @@ async fn users_and_addresses_are_blocked_and_unblocked_at_run_time() {
         tokio_tungstenite::tungstenite::Error::Http(resp) => assert_eq!(resp.status(), 403),
         other => panic!("expected an HTTP 403, got {other}"),
     }
-    say(&mut fine, "me too?", 2).await;
+    fine.say("me too?", 2).await;
     expect_error(&mut fine, ErrorCode::Blocked).await;
     let (status, body) = http_call(
         server.ops,
@@ -352,16 +342,16 @@ async fn anonymous_long_and_fast_senders_get_errors() {
     let server = start(chat_config(default_chat())).await;
     let mut anon = Client::connect(&server).await;
     anon.join("live").await;
-    say(&mut anon, "hi", 1).await;
+    anon.say("hi", 1).await;
     expect_error(&mut anon, ErrorCode::NameRequired).await;
     let mut c = Client::connect(&server).await;
     c.join_as("live", "", "talker").await;
-    say(&mut c, &"長".repeat(201), 1).await;
+    c.say(&"長".repeat(201), 1).await;
     let msg = expect_error(&mut c, ErrorCode::InvalidArgument).await;
     assert!(msg.contains("201 characters"), "{msg}");
     // Burst of 5, then 2 a second: the sixth in a row is refused.
     for i in 0..6 {
-        say(&mut c, "spam", i).await;
+        c.say("spam", i).await;
     }
     expect_error(&mut c, ErrorCode::RateLimited).await;
     let mut named = Client::connect(&server).await;

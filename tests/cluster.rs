@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::cluster::{Nats, Node, Publisher, TempDir, cluster_table, within};
 use common::*;
 use tickroom::proto::v1::{
-    ChatKind, ChatSend, ErrorCode, Subscribe, client_message::Body, object::State,
+    ChatKind, ErrorCode, Subscribe, client_message::Body, object::State,
     server_message::Body as SBody,
 };
 
@@ -141,15 +141,6 @@ fn metric(text: &str, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("no series {series}"))
 }
 
-async fn chat_send(c: &mut Client, text: &str, id: u64) {
-    c.send(Body::ChatSend(ChatSend {
-        text: text.into(),
-        client_msg_id: id,
-        sent_time_us: 0,
-    }))
-    .await;
-}
-
 /// The (from, client_msg_id) of viewer messages a client reads until `done` holds.
 async fn collect_chat(
     c: &mut Client,
@@ -177,7 +168,7 @@ async fn until_shards_hear_each_other(from: &mut Client, name: &str, to: &mut Cl
     let deadline = Instant::now() + Duration::from_secs(20);
     for id in 1000.. {
         assert!(Instant::now() < deadline, "a probe crosses between shards");
-        chat_send(from, "probe", id).await;
+        from.say("probe", id).await;
         let crossed = tokio::time::timeout(
             Duration::from_millis(500),
             collect_chat(to, |s| s.iter().any(|m| m.0 == name && m.1 == id)),
@@ -216,9 +207,9 @@ async fn one_chat_room_across_three_nodes_in_order_once_and_blocks_everywhere() 
     drop((on_b, on_c));
 
     for i in 1..=20 {
-        chat_send(&mut alice, &format!("hello {i}"), i).await;
+        alice.say(&format!("hello {i}"), i).await;
         if i <= 10 {
-            chat_send(&mut bob, &format!("hi {i}"), i).await;
+            bob.say(&format!("hi {i}"), i).await;
         }
     }
     let complete = |s: &[(String, u64)]| {
@@ -296,7 +287,7 @@ async fn one_chat_room_across_three_nodes_in_order_once_and_blocks_everywhere() 
     assert_eq!(status, 200);
     let mut blocked = false;
     for n in 100..150u64 {
-        chat_send(&mut alice, "am I blocked?", n).await;
+        alice.say("am I blocked?", n).await;
         let answer = alice
             .recv_until(|m| match &m.body {
                 Some(SBody::Error(_)) => true,
@@ -468,7 +459,7 @@ async fn a_node_that_loses_the_bus_is_not_ready_and_recovers_without_duplicates(
     let mut fresh = Client::connect_url(&b.ws_url()).await;
     fresh.join_as("chat", "", "").await;
     for i in 1..=10 {
-        chat_send(&mut alice, &format!("after {i}"), i).await;
+        alice.say(&format!("after {i}"), i).await;
     }
     let seen = collect_chat(&mut fresh, |s| s.iter().any(|m| m.1 == 10)).await;
     // Let any duplicate arrive before judging.

@@ -2,23 +2,13 @@
 //! `tickroom_blocks` bucket, and every node watches the bucket and applies each change to its
 //! own [`BlockLists`] within milliseconds (a node that starts later reads them all first).
 
-use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_nats::jetstream::kv::Operation;
 use bytes::Bytes;
-use futures_util::StreamExt;
 
 use super::{Cluster, ClusterError, bus_error};
-use crate::moderation::{BlockLists, user_key};
-
-/// One change of a block list.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BlockChange {
-    User { name: String, blocked: bool },
-    Ip { ip: IpAddr, blocked: bool },
-}
+use crate::moderation::{BlockChange, BlockLists, user_key};
 
 fn hex(s: &str) -> String {
     s.bytes().map(|b| format!("{b:02x}")).collect()
@@ -44,31 +34,21 @@ fn key(change: &BlockChange) -> String {
     }
 }
 
-/// Applies the entry under `key` (present: blocked; deleted: not) to `lists`.
-fn apply(lists: &BlockLists, key: &str, blocked: bool) {
-    let Some((kind, value)) = key.split_once('.') else {
-        return;
-    };
-    let Some(value) = unhex(value) else {
-        return;
-    };
-    match (kind, blocked) {
-        ("user", true) => {
-            lists.block_user(&value);
-        }
-        ("user", false) => {
-            lists.unblock_user(&value);
-        }
-        ("ip", _) => {
-            if let Ok(ip) = value.parse::<IpAddr>() {
-                if blocked {
-                    lists.block_ip(ip);
-                } else {
-                    lists.unblock_ip(ip);
-                }
-            }
-        }
-        _ => {}
+/// The change an entry under `key` means (present: blocked; deleted: not); `None` for a key
+/// this version does not write.
+fn change_of(key: &str, blocked: bool) -> Option<BlockChange> {
+    let (kind, value) = key.split_once('.')?;
+    let value = unhex(value)?;
+    match kind {
+        "user" => Some(BlockChange::User {
+            name: value,
+            blocked,
+        }),
+        "ip" => Some(BlockChange::Ip {
+            ip: value.parse().ok()?,
+            blocked,
+        }),
+        _ => None,
     }
 }
 
@@ -76,42 +56,27 @@ impl Cluster {
     /// Stores a change for every node (this one applies it through its watch as well).
     pub async fn publish_block(&self, change: &BlockChange) -> Result<(), ClusterError> {
         let key = key(change);
-        let blocked = match change {
-            BlockChange::User { blocked, .. } | BlockChange::Ip { blocked, .. } => *blocked,
-        };
-        if blocked {
-            let value = match change {
-                BlockChange::User { name, .. } => serde_json::json!({ "user": name }),
-                BlockChange::Ip { ip, .. } => serde_json::json!({ "ip": ip.to_string() }),
-            };
-            self.blocks
-                .put(key, Bytes::from(value.to_string()))
-                .await
-                .map(drop)
-                .map_err(bus_error)
-        } else {
-            self.blocks.delete(key).await.map_err(bus_error)
+        if !change.blocked() {
+            return self.blocks.delete(key).await.map_err(bus_error);
         }
+        let value = match change {
+            BlockChange::User { name, .. } => serde_json::json!({ "user": name }),
+            BlockChange::Ip { ip, .. } => serde_json::json!({ "ip": ip.to_string() }),
+        };
+        self.blocks
+            .put(key, Bytes::from(value.to_string()))
+            .await
+            .map(drop)
+            .map_err(bus_error)
     }
 
     /// Keeps `lists` in step with the bucket until the process ends: every existing entry
     /// first, then each change as it happens. A watch that ends (the bus went away) is
     /// started again, from the whole bucket.
     pub fn follow_blocks(self: &Arc<Self>, lists: Arc<BlockLists>) {
-        let cluster = self.clone();
-        tokio::spawn(async move {
-            loop {
-                match cluster.blocks.watch_with_history(">").await {
-                    Ok(mut watch) => {
-                        while let Some(entry) = watch.next().await {
-                            let Ok(entry) = entry else { break };
-                            let blocked = entry.operation == Operation::Put;
-                            apply(&lists, &entry.key, blocked);
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot watch the block lists"),
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+        super::follow(self.blocks.clone(), "block lists", move |entry| {
+            if let Some(change) = change_of(&entry.key, entry.operation == Operation::Put) {
+                change.apply(&lists);
             }
         });
     }
@@ -120,6 +85,7 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
 
     #[test]
     fn keys_carry_the_compared_form_and_round_trip() {
@@ -129,16 +95,16 @@ mod tests {
             blocked: true,
         });
         assert!(k.starts_with("user.") && k[5..].bytes().all(|b| b.is_ascii_hexdigit()));
-        apply(&lists, &k, true);
+        change_of(&k, true).unwrap().apply(&lists);
         assert!(lists.user_blocked("troll"));
-        apply(&lists, &k, false);
+        change_of(&k, false).unwrap().apply(&lists);
         assert!(!lists.user_blocked("troll"));
 
         let ip: IpAddr = "::ffff:10.0.0.9".parse().unwrap();
         let k = key(&BlockChange::Ip { ip, blocked: true });
-        apply(&lists, &k, true);
+        change_of(&k, true).unwrap().apply(&lists);
         assert!(lists.ip_blocked("10.0.0.9".parse().unwrap()));
-        apply(&lists, "ip.zz", true);
-        apply(&lists, "nonsense", true);
+        assert_eq!(change_of("ip.zz", true), None);
+        assert_eq!(change_of("nonsense", true), None);
     }
 }

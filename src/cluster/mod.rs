@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
+use futures_util::StreamExt;
 use serde::Deserialize;
 
 use crate::metrics::Metrics;
@@ -276,8 +277,7 @@ impl Cluster {
         if let Ok(Some(entry)) = nodes.entry(&node).await
             && let Ok(listing) = serde_json::from_slice::<rooms::NodeListing>(&entry.value)
             && listing.public_url != public_url
-            && crate::clock::unix_time_us() - listing.updated_us
-                < 3 * 1_000 * config.announce_ms as i64
+            && listing.is_fresh(config.announce_ms)
         {
             return Err(ClusterError::Bus(format!(
                 "node name {node:?} is in use by a live node at {}; give each node its own \
@@ -417,6 +417,28 @@ async fn bucket(
             created.err().map_or("done".into(), |c| c.to_string())
         ))),
     }
+}
+
+/// Calls `on_entry` with every entry of `store`, then with each change, until the process
+/// ends. A watch that ends (the bus went away) is started again a second later, from the whole
+/// bucket, so a follower never misses the state it came back to.
+fn follow<F>(store: kv::Store, what: &'static str, mut on_entry: F)
+where
+    F: FnMut(kv::Entry) + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            match store.watch_with_history(">").await {
+                Ok(mut watch) => {
+                    while let Some(Ok(entry)) = watch.next().await {
+                        on_entry(entry);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot watch the {what}"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
 }
 
 /// The host name (a pod's name on Kubernetes), cut to a valid node name.

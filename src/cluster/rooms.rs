@@ -13,11 +13,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 
-use async_nats::jetstream::kv::{CreateErrorKind, Operation, UpdateErrorKind};
+use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::{Cluster, ClusterError, bus_error};
@@ -47,6 +45,24 @@ pub struct NodeListing {
     pub updated_us: i64,
     /// Rows as `GET /rooms` shows them.
     pub rooms: Vec<serde_json::Value>,
+}
+
+impl NodeListing {
+    /// Published within three announce periods: its node is alive. A node that died sends no
+    /// notice, and the bucket's own expiry (five periods) is slower.
+    pub fn is_fresh(&self, announce_ms: u64) -> bool {
+        crate::clock::unix_time_us() - self.updated_us < 3 * 1_000 * announce_ms as i64
+    }
+}
+
+/// The lease an entry of the leases bucket holds; `None` for a deleted key.
+fn lease_of(room: &str, entry: &kv::Entry) -> Result<Option<Lease>, ClusterError> {
+    if entry.operation != Operation::Put {
+        return Ok(None);
+    }
+    serde_json::from_slice(&entry.value)
+        .map(Some)
+        .map_err(|e| bus_error(format!("lease of {room:?}: {e}")))
 }
 
 /// This node's leases and its view of the others.
@@ -82,15 +98,13 @@ impl Cluster {
                 Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {}
                 Err(e) => return Err(bus_error(e)),
             }
+            // Expired or released between the two calls: try again.
             let Some(entry) = self.leases.entry(room).await.map_err(bus_error)? else {
-                // Expired between the two calls: try again.
                 continue;
             };
-            if entry.operation != Operation::Put {
+            let Some(lease) = lease_of(room, &entry)? else {
                 continue;
-            }
-            let lease: Lease = serde_json::from_slice(&entry.value)
-                .map_err(|e| bus_error(format!("lease of {room:?}: {e}")))?;
+            };
             if lease.node == self.node {
                 // Ours from before (this node restarted within the lease): keep it.
                 lock(&self.placement.owned).insert(room.to_owned(), entry.revision);
@@ -109,11 +123,9 @@ impl Cluster {
         let Some(entry) = self.leases.entry(room).await.map_err(bus_error)? else {
             return Ok(None);
         };
-        if entry.operation != Operation::Put {
+        let Some(lease) = lease_of(room, &entry)? else {
             return Ok(None);
-        }
-        let lease: Lease = serde_json::from_slice(&entry.value)
-            .map_err(|e| bus_error(format!("lease of {room:?}: {e}")))?;
+        };
         Ok(Some(if lease.node == self.node {
             Owner::Here
         } else {
@@ -206,17 +218,16 @@ impl Cluster {
         }
     }
 
-    /// The other nodes' listings, without those not renewed for three periods (a node that
-    /// died: the bucket's own expiry is slower and sends no notice).
+    /// The other nodes' listings, without those that stopped publishing (see
+    /// [`NodeListing::is_fresh`]).
     pub fn listings(&self) -> Vec<NodeListing> {
-        let stale = crate::clock::unix_time_us() - 3 * 1_000 * self.config.announce_ms as i64;
         let mut out: Vec<NodeListing> = self
             .placement
             .listings
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .filter(|l| l.updated_us >= stale && l.node != self.node)
+            .filter(|l| l.is_fresh(self.config.announce_ms) && l.node != self.node)
             .cloned()
             .collect();
         out.sort_by(|a, b| a.node.cmp(&b.node));
@@ -226,30 +237,19 @@ impl Cluster {
     /// Keeps [`Self::listings`] current until the process ends.
     pub fn follow_listings(self: &Arc<Self>) {
         let cluster = self.clone();
-        tokio::spawn(async move {
-            loop {
-                match cluster.nodes.watch_with_history(">").await {
-                    Ok(mut watch) => {
-                        while let Some(entry) = watch.next().await {
-                            let Ok(entry) = entry else { break };
-                            let mut listings = cluster
-                                .placement
-                                .listings
-                                .write()
-                                .unwrap_or_else(|e| e.into_inner());
-                            match serde_json::from_slice::<NodeListing>(&entry.value) {
-                                Ok(l) if entry.operation == Operation::Put => {
-                                    listings.insert(entry.key.clone(), l);
-                                }
-                                _ => {
-                                    listings.remove(&entry.key);
-                                }
-                            }
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot watch the node listings"),
+        super::follow(self.nodes.clone(), "node listings", move |entry| {
+            let mut listings = cluster
+                .placement
+                .listings
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            match serde_json::from_slice::<NodeListing>(&entry.value) {
+                Ok(l) if entry.operation == Operation::Put => {
+                    listings.insert(entry.key.clone(), l);
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                _ => {
+                    listings.remove(&entry.key);
+                }
             }
         });
     }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::api::ApiError;
-use crate::cluster::blocks::BlockChange;
+use crate::moderation::BlockChange;
 use crate::rooms::{RegistryError, SendError};
 use crate::sim::chat::ChatEvent;
 use crate::sim::chat::MAX_NAME_CHARS;
@@ -179,6 +179,22 @@ async fn list_blocks(_: Admin, State(state): State<AdminState>) -> Json<Blocks> 
     Json(Blocks { users, ips })
 }
 
+/// Applies `change` here and, in a cluster, stores it for every node. Returns whether this
+/// node's list changed. When the bus cannot take it the change still holds here and the answer
+/// says so (503); the caller may retry.
+async fn change_blocks(state: &AdminState, change: BlockChange) -> Result<bool, ApiError> {
+    let changed = change.apply(state.hub.registry.blocks());
+    if let Some(cluster) = &state.hub.cluster {
+        cluster.publish_block(&change).await.map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("applied on this node only: {e}"),
+            )
+        })?;
+    }
+    Ok(changed)
+}
+
 /// `PUT /admin/blocks/users/{name}`: effective for the next message the user sends, and for
 /// messages of theirs the room accepted but has not sent yet.
 async fn block_user(
@@ -189,18 +205,7 @@ async fn block_user(
     if name.trim().is_empty() {
         return Err(bad("user name is empty"));
     }
-    let changed = state.hub.registry.blocks().block_user(&name);
-    share(
-        &state,
-        BlockChange::User {
-            name: name.clone(),
-            blocked: true,
-        },
-    )
-    .await?;
-    Ok(Json(
-        json!({ "user": name, "blocked": true, "changed": changed }),
-    ))
+    user_block(state, name, true).await
 }
 
 async fn unblock_user(
@@ -208,32 +213,22 @@ async fn unblock_user(
     State(state): State<AdminState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let changed = state.hub.registry.blocks().unblock_user(&name);
-    share(
-        &state,
-        BlockChange::User {
-            name: name.clone(),
-            blocked: false,
-        },
-    )
-    .await?;
-    Ok(Json(
-        json!({ "user": name, "blocked": false, "changed": changed }),
-    ))
+    user_block(state, name, false).await
 }
 
-/// In a cluster, stores the change for every node. The change already holds on this node;
-/// when the bus cannot take it the answer says so (503), and the caller may retry.
-async fn share(state: &AdminState, change: BlockChange) -> Result<(), ApiError> {
-    let Some(cluster) = &state.hub.cluster else {
-        return Ok(());
+async fn user_block(
+    state: AdminState,
+    name: String,
+    blocked: bool,
+) -> Result<Json<Value>, ApiError> {
+    let change = BlockChange::User {
+        name: name.clone(),
+        blocked,
     };
-    cluster.publish_block(&change).await.map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("applied on this node only: {e}"),
-        )
-    })
+    let changed = change_blocks(&state, change).await?;
+    Ok(Json(
+        json!({ "user": name, "blocked": blocked, "changed": changed }),
+    ))
 }
 
 fn parse_ip(ip: &str) -> Result<IpAddr, ApiError> {
@@ -248,19 +243,7 @@ async fn block_ip(
     State(state): State<AdminState>,
     Path(ip): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let addr = parse_ip(&ip)?;
-    let changed = state.hub.registry.blocks().block_ip(addr);
-    share(
-        &state,
-        BlockChange::Ip {
-            ip: addr,
-            blocked: true,
-        },
-    )
-    .await?;
-    Ok(Json(
-        json!({ "ip": ip, "blocked": true, "changed": changed }),
-    ))
+    ip_block(state, ip, true).await
 }
 
 async fn unblock_ip(
@@ -268,18 +251,17 @@ async fn unblock_ip(
     State(state): State<AdminState>,
     Path(ip): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let addr = parse_ip(&ip)?;
-    let changed = state.hub.registry.blocks().unblock_ip(addr);
-    share(
-        &state,
-        BlockChange::Ip {
-            ip: addr,
-            blocked: false,
-        },
-    )
-    .await?;
+    ip_block(state, ip, false).await
+}
+
+async fn ip_block(state: AdminState, ip: String, blocked: bool) -> Result<Json<Value>, ApiError> {
+    let change = BlockChange::Ip {
+        ip: parse_ip(&ip)?,
+        blocked,
+    };
+    let changed = change_blocks(&state, change).await?;
     Ok(Json(
-        json!({ "ip": ip, "blocked": false, "changed": changed }),
+        json!({ "ip": ip, "blocked": blocked, "changed": changed }),
     ))
 }
 

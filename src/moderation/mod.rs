@@ -12,6 +12,37 @@ use std::sync::RwLock;
 pub use text::{has_bidi_controls, normalize};
 pub use word_filter::{FilterError, FilterPolicy, WordFilter};
 
+/// One change of a block list, as the admin API makes it and the cluster carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlockChange {
+    User { name: String, blocked: bool },
+    Ip { ip: IpAddr, blocked: bool },
+}
+
+impl BlockChange {
+    pub fn blocked(&self) -> bool {
+        match self {
+            BlockChange::User { blocked, .. } | BlockChange::Ip { blocked, .. } => *blocked,
+        }
+    }
+
+    /// Applies the change; true if the list changed.
+    pub fn apply(&self, lists: &BlockLists) -> bool {
+        match self {
+            BlockChange::User {
+                name,
+                blocked: true,
+            } => lists.block_user(name),
+            BlockChange::User {
+                name,
+                blocked: false,
+            } => lists.unblock_user(name),
+            BlockChange::Ip { ip, blocked: true } => lists.block_ip(*ip),
+            BlockChange::Ip { ip, blocked: false } => lists.unblock_ip(*ip),
+        }
+    }
+}
+
 /// See the module docs. User names compare case-insensitively ("Bob" blocks "bob"), so a
 /// change of case does not get around a block; IPv4-mapped IPv6 addresses count as IPv4.
 #[derive(Debug, Default)]

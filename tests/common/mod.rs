@@ -187,6 +187,16 @@ impl Client {
         }
     }
 
+    /// A chat message with the sender's id for it.
+    pub async fn say(&mut self, text: &str, id: u64) {
+        self.send(Body::ChatSend(tickroom::proto::v1::ChatSend {
+            text: text.into(),
+            client_msg_id: id,
+            sent_time_us: 0,
+        }))
+        .await;
+    }
+
     pub async fn input(&mut self, seq: u32, x: f32, y: f32) {
         self.send(Body::Input(Input {
             seq,
