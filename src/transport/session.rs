@@ -456,8 +456,7 @@ impl Reader<'_> {
         {
             match self.place(&cluster, &join.room).await {
                 Ok(Some(Owner::Elsewhere(lease))) => {
-                    cluster.metrics.redirect();
-                    return self.send_redirect(&join.room, &lease);
+                    return self.send_redirect(&cluster, &join.room, &lease);
                 }
                 Ok(Some(Owner::Here)) => claimed = true,
                 Ok(None) => {}
@@ -533,13 +532,13 @@ impl Reader<'_> {
         }
     }
 
-    fn send_redirect(&mut self, room: &str, lease: &Lease) {
-        self.hub.metrics.message_rejected(ErrorCode::Redirect);
-        self.send(ServerBody::Error(ErrorMsg {
-            code: ErrorCode::Redirect as i32,
-            message: format!("room {room:?} runs on node {}", lease.node),
-            redirect_url: lease.public_url.clone(),
-        }));
+    fn send_redirect(&mut self, cluster: &crate::cluster::Cluster, room: &str, lease: &Lease) {
+        cluster.metrics.redirect();
+        self.send_error_with(
+            ErrorCode::Redirect,
+            &format!("room {room:?} runs on node {}", lease.node),
+            lease.public_url.clone(),
+        );
     }
 
     /// Leaves the current room, if any. A full room queue keeps the session in the room
@@ -593,6 +592,11 @@ impl Reader<'_> {
     }
 
     fn send_error(&mut self, code: ErrorCode, message: &str) {
+        self.send_error_with(code, message, String::new());
+    }
+
+    /// An `Error`, with `redirect_url` for `ERROR_CODE_REDIRECT` (empty otherwise).
+    fn send_error_with(&mut self, code: ErrorCode, message: &str, redirect_url: String) {
         // Rate-limit drops are counted where they happen, one per dropped message.
         if code != ErrorCode::RateLimited {
             self.hub.metrics.message_rejected(code);
@@ -600,7 +604,7 @@ impl Reader<'_> {
         self.send(ServerBody::Error(ErrorMsg {
             code: code as i32,
             message: message.to_owned(),
-            ..Default::default()
+            redirect_url,
         }));
     }
 
