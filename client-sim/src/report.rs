@@ -257,6 +257,13 @@ pub struct RateSummary {
     pub max: f64,
 }
 
+/// The nearest-rank `q` quantile of sorted values (`None` for none): a value some client
+/// really had.
+pub fn nearest_rank<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
+    let n = sorted.len();
+    (n > 0).then(|| sorted[((q * n as f64).ceil() as usize).clamp(1, n) - 1])
+}
+
 impl RateSummary {
     pub fn of(mut rates: Vec<f64>) -> Self {
         if rates.is_empty() {
@@ -264,8 +271,7 @@ impl RateSummary {
         }
         rates.sort_by(f64::total_cmp);
         // Nearest rank, so p10 is a rate some client really had.
-        let rank =
-            |q: f64| rates[((q * rates.len() as f64).ceil() as usize).clamp(1, rates.len()) - 1];
+        let rank = |q: f64| nearest_rank(&rates, q).expect("rates is not empty");
         RateSummary {
             clients: rates.len(),
             median: round2(rank(0.5)),
@@ -618,6 +624,16 @@ pub fn bytes(n: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nearest_rank_picks_real_values() {
+        let v = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+        assert_eq!(nearest_rank(&v, 0.5), Some(5));
+        assert_eq!(nearest_rank(&v, 0.99), Some(10));
+        assert_eq!(nearest_rank(&v, 0.0), Some(1));
+        assert_eq!(nearest_rank(&[7], 0.99), Some(7));
+        assert_eq!(nearest_rank::<u32>(&[], 0.5), None);
+    }
 
     #[test]
     fn rate_summary_uses_nearest_rank() {

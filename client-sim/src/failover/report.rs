@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::track::{History, nearest_rank};
+use super::track::History;
 use crate::drive::ConnTally;
-use crate::report::{Outcome, Table, counts, list, round2};
+use crate::report::{Outcome, Table, counts, list, nearest_rank, round2};
 use crate::swarm::Conn;
 
 /// What one client hands back when the run ends.

@@ -90,13 +90,6 @@ impl History {
     }
 }
 
-/// The nearest-rank `q` quantile of sorted values (`None` for none): a value some client
-/// really had.
-pub fn nearest_rank<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
-    let n = sorted.len();
-    (n > 0).then(|| sorted[((q * n as f64).ceil() as usize).clamp(1, n) - 1])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,15 +128,5 @@ mod tests {
         let second = &h.losses[1];
         assert_eq!((second.cause.as_str(), second.attempts), ("close 1001", 1));
         assert_eq!(second.recovery(), None);
-    }
-
-    #[test]
-    fn nearest_rank_picks_real_values() {
-        let v = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
-        assert_eq!(nearest_rank(&v, 0.5), Some(5));
-        assert_eq!(nearest_rank(&v, 0.99), Some(10));
-        assert_eq!(nearest_rank(&v, 0.0), Some(1));
-        assert_eq!(nearest_rank(&[7], 0.99), Some(7));
-        assert_eq!(nearest_rank::<u32>(&[], 0.5), None);
     }
 }
