@@ -139,6 +139,7 @@ fn snapshot_encode(c: &mut Criterion) {
             tick: 123_456,
             body: Some(tickroom::proto::v1::server_message::Body::Snapshot(
                 Snapshot {
+                    view: None,
                     server_time_us: 1_700_000_000_000_000,
                     objects,
                 },

@@ -24,6 +24,7 @@ const FRAMES: usize = 300;
 fn random_message(rng: &mut StdRng) -> Vec<u8> {
     let body = match rng.random_range(0..7) {
         0 => Body::Join(Join {
+            protocol: 0,
             room: ["arena", "", "nope", "x".repeat(80).as_str()][rng.random_range(0..4)].into(),
             resume_token: "z".repeat(rng.random_range(0..200)),
             name: String::new(),

@@ -118,6 +118,7 @@ mod tests {
         let msg = ServerMessage {
             tick: 1234,
             body: Some(Body::Snapshot(Snapshot {
+                view: None,
                 server_time_us: 1_795_000_000_123_456,
                 objects: (1..=500).map(|id| entity(id, id * 3)).collect(),
             })),
@@ -145,6 +146,7 @@ mod tests {
         let snap = ServerMessage {
             tick: 7,
             body: Some(Body::Snapshot(Snapshot {
+                view: None,
                 server_time_us: 1,
                 objects: vec![entity(1, 1)],
             })),
@@ -163,6 +165,7 @@ mod tests {
             ServerMessage {
                 tick,
                 body: Some(Body::Snapshot(Snapshot {
+                    view: None,
                     server_time_us: 1_000 + tick as i64,
                     objects: ids.map(|id| entity(id, id + 100)).collect(),
                 })),

@@ -1,7 +1,8 @@
 //! The tickroom wire protocol: types generated from `tickroom.proto`.
 //!
 //! Every WebSocket binary message is one [`v1::ClientMessage`] (client to server) or one
-//! [`v1::ServerMessage`] (server to client). docs/protocol.md describes the flow.
+//! [`v1::ServerMessage`] (server to client). docs/protocol.md describes the flow. [`view`] is
+//! the reference for applying a game view's keyframes and deltas (protocol 2).
 
 #[allow(clippy::all, missing_docs)]
 pub mod v1 {
@@ -15,5 +16,7 @@ pub mod bus {
         include!(concat!(env!("OUT_DIR"), "/tickroom.bus.v1.rs"));
     }
 }
+
+pub mod view;
 
 pub use prost::Message;

@@ -349,6 +349,7 @@ mod tests {
                 ServerMessage {
                     tick,
                     body: Some(ServerBody::Snapshot(Snapshot {
+                        view: None,
                         server_time_us: 1,
                         objects: vec![Object { id, state: None }],
                     })),

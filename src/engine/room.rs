@@ -692,6 +692,7 @@ mod tests {
             ctx.publish_snapshot(
                 0,
                 &Snapshot {
+                    view: None,
                     server_time_us: ctx.now_us(),
                     objects: vec![],
                 },
@@ -747,6 +748,7 @@ mod tests {
         for tick in [0, 1, 300] {
             room.begin_tick(tick, 5);
             let snap = Snapshot {
+                view: None,
                 server_time_us: 1_700_000_000_000_000,
                 objects: (1..=3)
                     .map(|id| Object {

@@ -196,6 +196,7 @@ impl TickerRoom {
             changed: Vec::new(),
             max_per_session: config.max_symbols_per_session as usize,
             scratch: Snapshot {
+                view: None,
                 server_time_us: 0,
                 objects: vec![Object::default()],
             },

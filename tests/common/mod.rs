@@ -172,6 +172,7 @@ impl Client {
         name: &str,
     ) -> tickroom::proto::v1::Welcome {
         self.send(Body::Join(Join {
+            protocol: 0,
             room: room.into(),
             resume_token: token.into(),
             name: name.into(),
