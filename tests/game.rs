@@ -4,8 +4,9 @@ mod common;
 
 use common::*;
 use tickroom::proto::v1::{
-    EntityKind, ErrorCode, RoomKind, client_message::Body, server_message::Body as SBody,
+    Ack, EntityKind, ErrorCode, RoomKind, client_message::Body, server_message::Body as SBody,
 };
+use tickroom_proto::view::{ApplyError, ViewState};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_then_snapshots_with_increasing_ticks_at_the_room_rate() {
@@ -78,10 +79,11 @@ async fn inputs_move_the_avatar_in_order_and_are_acknowledged() {
         }
         assert!(me.last_input_seq <= 10);
     };
-    // One input is one step of speed / tick rate = 200 / 60 world units.
-    let expected = start.x + dir * 10.0 * 200.0 / 60.0;
+    // One input is one step of speed / tick rate = 200 / 60 world units, on the 1/64 grid
+    // (docs/protocol.md 4.1): round(200 * 64 / 60) = 213 sixty-fourths.
+    let expected = start.x + dir * 10.0 * 213.0 / 64.0;
     assert!(
-        (moved.x - expected).abs() < 0.01,
+        (moved.x - expected).abs() < 1e-3,
         "x {} expected {expected}",
         moved.x
     );
@@ -188,5 +190,146 @@ async fn snapshots_hold_only_the_view_around_the_avatar() {
         }
     }
     assert!(views.len() >= 2, "walked through {views:?}");
+    server.stop().await;
+}
+
+/// What a protocol 2 client did with one snapshot.
+#[derive(Debug, PartialEq)]
+enum Applied {
+    Keyframe(u64),
+    Delta(u64),
+    MissedBase(u64),
+}
+
+/// Reads the next snapshot and applies its view; a checksum or format error fails the test.
+async fn next_view(c: &mut Client, state: &mut ViewState) -> Applied {
+    let (tick, snap) = c.snapshot().await;
+    assert!(
+        snap.objects.is_empty(),
+        "protocol 2 snapshots carry a view only"
+    );
+    let view = snap.view.expect("a view");
+    match state.apply(tick, &view) {
+        Ok(true) => Applied::Keyframe(tick),
+        Ok(false) => Applied::Delta(tick),
+        Err(ApplyError::MissedBase { .. }) => Applied::MissedBase(tick),
+        Err(e) => panic!("tick {tick}: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_2_views_rebuild_the_room_and_agree_with_protocol_1() {
+    let server = start(test_config()).await;
+    let mut c = Client::connect(&server).await;
+    let w = c.join_speaking("arena", "", "", 2).await;
+    assert_eq!(w.position_scale, 64);
+    let mut old = Client::connect(&server).await;
+    old.join("arena").await;
+    let mut state = ViewState::default();
+    assert!(matches!(
+        next_view(&mut c, &mut state).await,
+        Applied::Keyframe(_)
+    ));
+    let me = w.your_object_id;
+    let start_x = state.get(me).expect("own avatar in the view").x;
+    let dir = if start_x > 32_000 { -1.0 } else { 1.0 };
+    for seq in 1..=10 {
+        c.input(seq, dir, 0.0).await;
+    }
+    // Every snapshot applies (a client descheduled on a busy machine may miss a base; the
+    // next one repairs it) until the tenth input is acknowledged.
+    let (mut deltas, mut missed) = (0, 0);
+    loop {
+        match next_view(&mut c, &mut state).await {
+            Applied::Delta(_) => deltas += 1,
+            Applied::MissedBase(_) => missed += 1,
+            Applied::Keyframe(_) => {}
+        }
+        if state.get(me).is_some_and(|r| r.seq == 10) {
+            break;
+        }
+    }
+    assert!(deltas > 0);
+    assert!(missed < 5, "{missed} missed bases");
+    // Ten steps of 213/64 world units, exactly.
+    let mine = *state.get(me).unwrap();
+    assert_eq!(
+        i64::from(mine.x) - i64::from(start_x),
+        (dir * 10.0 * 213.0) as i64
+    );
+    // Every object is where a protocol 1 client sees it, at the same tick.
+    let (mut t_old, mut full) = old.snapshot().await;
+    let mut t_new = state.at().unwrap().1;
+    for _ in 0..5000 {
+        if t_old == t_new {
+            break;
+        }
+        if t_old < t_new {
+            (t_old, full) = old.snapshot().await;
+        } else if let Applied::Delta(t) | Applied::Keyframe(t) = next_view(&mut c, &mut state).await
+        {
+            t_new = t;
+        }
+    }
+    assert_eq!(t_old, t_new, "both clients saw one tick");
+    assert_eq!(full.objects.len(), state.rows().len());
+    for o in &full.objects {
+        let e = entity(&full, o.id).unwrap();
+        let r = state.get(o.id).expect("the same objects");
+        assert_eq!(
+            (e.x * 64.0, e.y * 64.0),
+            (r.x as f32, r.y as f32),
+            "object {}",
+            o.id
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protocol_2_reader_held_back_gets_a_keyframe_across_every_gap() {
+    let mut config = test_config();
+    // Periodic keyframes off: the repair must come from the server seeing the drop.
+    arena(&mut config).keyframe_interval = 0;
+    let server = start(config).await;
+    let mut c = Client::connect(&server).await;
+    c.join_speaking("arena", "", "", 2).await;
+    let mut state = ViewState::default();
+    next_view(&mut c, &mut state).await;
+    // A flow-control window of 3 ticks that is not acknowledged for a while: the server
+    // holds the session, and its snapshots conflate in the outbox (protocol 3.1).
+    let at = state.at().unwrap().1;
+    c.send(Body::Ack(Ack {
+        tick: at,
+        window: 3,
+    }))
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    c.send(Body::Ack(Ack { tick: 0, window: 0 })).await;
+    // Read through what was in transit (consecutive deltas) to the newest values.
+    let mut log = Vec::new();
+    for _ in 0..60 {
+        log.push(next_view(&mut c, &mut state).await);
+    }
+    let tick = |a: &Applied| match a {
+        Applied::Keyframe(t) | Applied::Delta(t) | Applied::MissedBase(t) => *t,
+    };
+    let gaps: Vec<usize> = (1..log.len())
+        .filter(|i| tick(&log[*i]) > tick(&log[i - 1]) + 1)
+        .collect();
+    assert!(!gaps.is_empty(), "the pause dropped snapshots: {log:?}");
+    // Across every gap the client is given a keyframe: at once, or right after the one
+    // delta it cannot apply (the writer took it before the room's next tick).
+    for i in gaps {
+        match &log[i] {
+            Applied::Keyframe(_) => {}
+            Applied::MissedBase(_) => assert!(
+                matches!(log.get(i + 1), Some(Applied::Keyframe(_)) | None),
+                "after a missed base: {:?}",
+                &log[i..(i + 3).min(log.len())]
+            ),
+            Applied::Delta(t) => panic!("a delta at tick {t} applied across a gap"),
+        }
+    }
     server.stop().await;
 }

@@ -55,6 +55,8 @@ pub struct JoinRequest {
     pub resume_token: String,
     /// Display name (chat rooms); empty for an anonymous viewer.
     pub name: String,
+    /// `Join.protocol`: the wire format the client reads (game rooms).
+    pub protocol: u32,
     pub reply: Option<JoinReply>,
 }
 

@@ -14,7 +14,7 @@ pub(crate) mod testing;
 
 pub use command::{Command, JoinReply, JoinRequest, LeaveReason, SessionCommand, SessionId};
 pub use outbox::{Closed, Drain, Enqueued, GroupId, Outbox, SlotKey, Taken, wake_drains};
-pub use room::{Output, Room, RoomCore};
+pub use room::{Output, Room, RoomCore, Variant};
 pub use scheduler::{TickSchedule, TickStart};
 pub use simulation::{CommandError, NoEvent, Simulation};
 

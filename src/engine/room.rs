@@ -36,13 +36,28 @@ struct Member {
     groups: Vec<GroupId>,
 }
 
+/// A member's place in a group: its outbox and which variant of the group's snapshot it
+/// takes.
+#[derive(Debug)]
+struct Seat {
+    outbox: Arc<Outbox>,
+    variant: Variant,
+}
+
+/// Which encoding of a group's snapshot a member takes. 0, the default, is the one
+/// [`RoomCore::publish_frame`] sets; a simulation numbers the others (e.g. a keyframe beside a
+/// delta, or an older protocol's format), each encoded once per tick.
+pub type Variant = u8;
+
 /// Members of one interest group and what this tick has for them.
 #[derive(Debug, Default)]
 struct Group {
-    members: IndexMap<SessionId, Arc<Outbox>>,
+    members: IndexMap<SessionId, Seat>,
     reliable: Vec<Bytes>,
-    /// This tick's snapshot and the group whose outbox slot it goes in.
+    /// This tick's snapshot (variant 0) and the group whose outbox slot it goes in.
     snapshot: Option<(GroupId, Bytes)>,
+    /// This tick's other variants; a member whose variant has none here takes variant 0.
+    variants: Vec<(Variant, Bytes)>,
     dirty: bool,
 }
 
@@ -97,6 +112,8 @@ pub struct RoomCore {
     dirty: Vec<GroupId>,
     // Sessions found closed while handing out; removed at the end of the tick.
     closed: Vec<(SessionId, LeaveReason)>,
+    // Members whose pending snapshot the last hand-out replaced (see `missed`).
+    missed: Vec<SessionId>,
     out: Output,
     buf: BytesMut,
     encodes: u64,
@@ -115,6 +132,7 @@ impl RoomCore {
             groups: HashMap::default(),
             dirty: Vec::new(),
             closed: Vec::new(),
+            missed: Vec::new(),
             out: Output::default(),
             buf: BytesMut::with_capacity(16 * 1024),
             encodes: 0,
@@ -239,6 +257,44 @@ impl RoomCore {
         self.set_snapshot(group, slot, frame);
     }
 
+    /// Sets another variant of this tick's snapshot of `group`, for the members set to it
+    /// ([`set_variant`](Self::set_variant)). Goes with a [`publish_frame`](Self::publish_frame)
+    /// of the same tick, whose slot it shares.
+    pub fn publish_variant(&mut self, group: GroupId, variant: Variant, frame: Bytes) {
+        if variant == 0 {
+            if let Some(g) = self.groups.get_mut(&group)
+                && let Some((_, f)) = &mut g.snapshot
+            {
+                *f = frame;
+            }
+            return;
+        }
+        let g = self.groups.entry(group).or_default();
+        match g.variants.iter_mut().find(|(v, _)| *v == variant) {
+            Some((_, f)) => *f = frame,
+            None => g.variants.push((variant, frame)),
+        }
+    }
+
+    /// Chooses which variant of `group`'s snapshots a member takes from now on (0 after it
+    /// subscribes).
+    pub fn set_variant(&mut self, session: SessionId, group: GroupId, variant: Variant) {
+        if let Some(seat) = self
+            .groups
+            .get_mut(&group)
+            .and_then(|g| g.members.get_mut(&session))
+        {
+            seat.variant = variant;
+        }
+    }
+
+    /// Members whose pending snapshot the last hand-out replaced with a newer one before
+    /// their writer took it: they never receive the replaced one. A simulation whose
+    /// snapshots build on each other (deltas) gives them something that does not.
+    pub fn missed(&self) -> &[SessionId] {
+        &self.missed
+    }
+
     /// Gives one member the latest state of `group` now (e.g. the current value when it
     /// subscribes), in the group's snapshot slot: a newer snapshot of the group replaces it
     /// if the client has not taken it yet.
@@ -305,11 +361,13 @@ impl RoomCore {
             return;
         }
         m.groups.push(group);
-        self.groups
-            .entry(group)
-            .or_default()
-            .members
-            .insert(session, m.outbox.clone());
+        self.groups.entry(group).or_default().members.insert(
+            session,
+            Seat {
+                outbox: m.outbox.clone(),
+                variant: 0,
+            },
+        );
     }
 
     /// True if `group` has at least one member.
@@ -368,25 +426,38 @@ impl RoomCore {
     /// that became ready to their drains once the tick is done, so a member of several
     /// groups gets all of them in one write.
     fn hand_out(&mut self) {
+        self.missed.clear();
         for group in self.dirty.drain(..) {
             let Some(g) = self.groups.get_mut(&group) else {
                 continue;
             };
             let snapshot = g.snapshot.take();
-            let snapshot = snapshot
-                .as_ref()
-                .map(|(slot, frame)| (slot_key(self.uid, *slot), frame));
-            for (&session, outbox) in &g.members {
-                deliver(
+            let slot = snapshot.as_ref().map(|(slot, _)| slot_key(self.uid, *slot));
+            for (&session, seat) in &g.members {
+                let frame = match &snapshot {
+                    Some((_, frame)) if seat.variant == 0 => Some(frame),
+                    Some((_, frame)) => Some(
+                        g.variants
+                            .iter()
+                            .find(|(v, _)| *v == seat.variant)
+                            .map_or(frame, |(_, f)| f),
+                    ),
+                    None => None,
+                };
+                let conflated = deliver(
                     session,
-                    outbox,
+                    &seat.outbox,
                     &g.reliable,
-                    snapshot,
+                    slot.zip(frame),
                     &mut self.out,
                     &mut self.closed,
                 );
+                if conflated {
+                    self.missed.push(session);
+                }
             }
             g.reliable.clear();
+            g.variants.clear();
             g.dirty = false;
         }
     }
@@ -437,7 +508,7 @@ fn slot_key(room_uid: u32, group: GroupId) -> SlotKey {
 
 /// Queues frames for one member and notes what the driver must know: an outbox that became
 /// ready (or closed on overflow) and conflation; a closed one is put on `closed` for removal
-/// at the end of the tick.
+/// at the end of the tick. Returns whether a pending snapshot was replaced.
 fn deliver(
     session: SessionId,
     outbox: &Arc<Outbox>,
@@ -445,19 +516,21 @@ fn deliver(
     snapshot: Option<(SlotKey, &Bytes)>,
     out: &mut Output,
     closed: &mut Vec<(SessionId, LeaveReason)>,
-) {
+) -> bool {
     match outbox.enqueue(reliable, snapshot) {
         Ok(Enqueued { ready, conflated }) => {
             if ready {
                 out.ready.push(outbox.clone());
             }
             out.conflated += u64::from(conflated);
+            conflated
         }
         Err(Closed(reason)) => {
             // Its writer must hear of an overflow the room caused; a session that closed
             // itself is already ending, and hearing twice is harmless.
             out.ready.push(outbox.clone());
             closed.push((session, reason));
+            false
         }
     }
 }
@@ -535,6 +608,7 @@ impl<S: Simulation> Room<S> {
             outbox: outbox.clone(),
             resume_token: resume_token.into(),
             name: name.into(),
+            protocol: 0,
             reply: None,
         })));
         outbox

@@ -125,6 +125,18 @@ impl<S: Simulation> TestDriver<S> {
         resume_token: &str,
         reliable_cap: usize,
     ) -> Probe {
+        self.join_speaking(session, name, resume_token, reliable_cap, 0)
+    }
+
+    /// [`join_new`](Self::join_new) for a client that speaks `protocol` (`Join.protocol`).
+    pub fn join_speaking(
+        &mut self,
+        session: SessionId,
+        name: &str,
+        resume_token: &str,
+        reliable_cap: usize,
+        protocol: u32,
+    ) -> Probe {
         let probe = Probe::new(reliable_cap);
         self.drains.push(probe.told.clone());
         self.handle(Command::Session(SessionCommand::Join(JoinRequest {
@@ -132,6 +144,7 @@ impl<S: Simulation> TestDriver<S> {
             outbox: probe.outbox.clone(),
             resume_token: resume_token.into(),
             name: name.into(),
+            protocol,
             reply: None,
         })));
         probe

@@ -417,6 +417,7 @@ mod tests {
             outbox: outbox.clone(),
             resume_token: String::new(),
             name: String::new(),
+            protocol: 0,
             reply: Some(Box::new(move |ok| tx.send(ok).unwrap())),
         }))
         .unwrap();

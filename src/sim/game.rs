@@ -6,6 +6,13 @@
 //! group whose snapshot is built once per tick from the cells' objects, each cell encoded once.
 //! Without it (0) the whole world is one cell and everyone shares one view.
 //!
+//! Positions are quantized: whole multiples of 1/[`POSITION_SCALE`] world units, kept as
+//! integers, so the room, its snapshots and a client's prediction agree bit for bit.
+//! Protocol 2 clients get each view as a delta against the view's previous snapshot, or a
+//! keyframe (`super::view`): the delta is encoded once per view, and so is the keyframe, for
+//! the members that need one this tick (joined, changed view, or missed a snapshot). Protocol 1
+//! clients get full snapshots, encoded once per view too, only while some are watching.
+//!
 //! Deterministic: bot paths and spawn points come from a seeded generator and every input is
 //! one fixed movement step, so a test can predict positions exactly. Only resume tokens use
 //! the OS generator, since they must not be guessable.
@@ -19,13 +26,29 @@ use bytes::BytesMut;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Deserialize;
 use tickroom_proto::v1::{
-    Entity, EntityKind, ErrorCode, Object, ObjectCreated, ObjectDeleted, RoomKind, Welcome,
-    client_message::Body, object::State, server_message::Body as ServerBody,
+    Entity, EntityKind, ErrorCode, Object, ObjectCreated, ObjectDeleted, RoomKind, Snapshot,
+    Welcome, client_message::Body, object::State, server_message::Body as ServerBody,
 };
+use tickroom_proto::view::Row;
 
+use super::view::{self, Held};
 use crate::engine::{
     CommandError, GroupId, JoinRequest, LeaveReason, NoEvent, RoomCore, SessionId, Simulation,
+    Variant,
 };
+
+/// Positions are whole multiples of `1 / POSITION_SCALE` world units (`Welcome.position_scale`).
+pub const POSITION_SCALE: u32 = 64;
+/// The newest `Join.protocol`: views as keyframes and deltas.
+pub const PROTOCOL: u32 = 2;
+
+// Variants of a view's snapshot (see `RoomCore::set_variant`).
+/// Protocol 2: the view's delta (a keyframe when the view starts or on its periodic turn).
+const DELTA: Variant = 0;
+/// Protocol 2 members that need a keyframe this tick.
+const KEY: Variant = 1;
+/// Protocol 1: the full snapshot.
+const FULL: Variant = 2;
 
 /// The outbox slot every view's snapshot goes in: a client holds one view at a time, and
 /// the view it moved to replaces the one it left.
@@ -61,6 +84,9 @@ pub struct GameConfig {
     pub max_inputs_per_tick: u32,
     /// Inputs an avatar may have waiting; beyond that they are refused.
     pub input_queue: u32,
+    /// Protocol 2: every view sends all its members a keyframe once in this many ticks (the
+    /// views take turns); 0: only when a member needs one.
+    pub keyframe_interval: u32,
 }
 
 impl Default for GameConfig {
@@ -78,6 +104,7 @@ impl Default for GameConfig {
             seed: 1,
             max_inputs_per_tick: 4,
             input_queue: 64,
+            keyframe_interval: 60,
         }
     }
 }
@@ -112,27 +139,56 @@ impl GameConfig {
     }
 }
 
+/// A world size or position in world units, quantized.
+fn quantize(v: f32) -> u32 {
+    (v * POSITION_SCALE as f32).round().max(0.0) as u32
+}
+
+/// Moves a quantized coordinate by `d`, staying in `[0, max]`.
+fn step_within(x: u32, d: i32, max: u32) -> u32 {
+    (i64::from(x) + i64::from(d)).clamp(0, i64::from(max)) as u32
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Ent {
     id: u32,
     kind: EntityKind,
-    x: f32,
-    y: f32,
-    vx: f32,
-    vy: f32,
+    /// Position in units of 1/POSITION_SCALE.
+    x: u32,
+    y: u32,
+    /// Bots: velocity, units per tick.
+    vx: i32,
+    vy: i32,
     last_input_seq: u32,
+    /// Position and seq at the end of the previous tick: a view it enters predicts it from
+    /// how it moved then.
+    was: (u32, u32, u32),
 }
 
 impl Ent {
     fn object(&self) -> Object {
+        let scale = POSITION_SCALE as f32;
         Object {
             id: self.id,
             state: Some(State::Entity(Entity {
                 kind: self.kind as i32,
-                x: self.x,
-                y: self.y,
+                x: self.x as f32 / scale,
+                y: self.y as f32 / scale,
                 last_input_seq: self.last_input_seq,
             })),
+        }
+    }
+
+    fn row(&self) -> Row {
+        Row {
+            id: self.id,
+            kind: self.kind as i32,
+            x: self.x,
+            y: self.y,
+            seq: self.last_input_seq,
+            vx: self.x.wrapping_sub(self.was.0) as i32,
+            vy: self.y.wrapping_sub(self.was.1) as i32,
+            vseq: self.last_input_seq.wrapping_sub(self.was.2) as i32,
         }
     }
 }
@@ -140,8 +196,9 @@ impl Ent {
 #[derive(Debug, Clone, Copy)]
 struct Move {
     seq: u32,
-    dx: f32,
-    dy: f32,
+    /// The step, in units of 1/POSITION_SCALE.
+    dx: i32,
+    dy: i32,
 }
 
 #[derive(Debug)]
@@ -155,6 +212,19 @@ struct Avatar {
     budget: u32,
     /// The view its owner is subscribed to (the avatar's cell when it was last placed).
     view: Option<GroupId>,
+    /// Its owner's `Join.protocol` (1 for 0).
+    protocol: u32,
+}
+
+impl Avatar {
+    /// The variant of its view's snapshots the owner takes between keyframes.
+    fn variant(&self) -> Variant {
+        if self.protocol >= PROTOCOL {
+            DELTA
+        } else {
+            FULL
+        }
+    }
 }
 
 /// The area-of-interest grid. Cell `c` is also the view group of clients standing in it.
@@ -162,14 +232,17 @@ struct Avatar {
 struct Grid {
     cols: u32,
     rows: u32,
-    size: f32,
+    /// Side of a cell in units of 1/POSITION_SCALE; 0: one cell.
+    size: u32,
     /// This tick's `Snapshot.objects` fields of each cell, encoded once.
     objects: Vec<BytesMut>,
     /// Cells whose contents changed this tick (an object moved, came or went).
     dirty: Vec<bool>,
     any_dirty: bool,
-    /// Clients whose view is each cell.
-    viewers: Vec<u32>,
+    /// Clients whose view is each cell: protocol 2, protocol 1.
+    viewers: Vec<[u32; 2]>,
+    /// The cells' encoded objects are out of date (nobody read them for a while).
+    stale: bool,
 }
 
 impl Grid {
@@ -186,49 +259,58 @@ impl Grid {
         Self {
             cols,
             rows,
-            size: cfg.cell_size,
+            size: if cfg.cell_size > 0.0 {
+                quantize(cfg.cell_size).max(1)
+            } else {
+                0
+            },
             objects: vec![BytesMut::new(); n],
             // Everything is new on the first tick.
             dirty: vec![true; n],
             any_dirty: true,
-            viewers: vec![0; n],
+            viewers: vec![[0; 2]; n],
+            stale: true,
         }
+    }
+
+    fn cells(&self) -> usize {
+        self.dirty.len()
     }
 
     /// Makes `cell` the view of client `owner`, whose current view is `view`: its group
     /// membership and the view counts follow.
-    fn show(
-        &mut self,
-        ctx: &mut RoomCore,
-        owner: SessionId,
-        view: &mut Option<GroupId>,
-        cell: GroupId,
-    ) {
-        let old = view.replace(cell);
+    fn show(&mut self, ctx: &mut RoomCore, owner: SessionId, avatar: &mut Avatar, cell: GroupId) {
+        let old = avatar.view.replace(cell);
         if let Some(old) = old {
             ctx.unsubscribe(owner, old);
         }
-        self.watch(old, Some(cell));
+        self.watch(avatar, old, Some(cell));
         ctx.subscribe(owner, cell);
+        ctx.set_variant(owner, cell, avatar.variant());
     }
 
     /// Moves one client's view count from `old` to `new`.
-    fn watch(&mut self, old: Option<u32>, new: Option<u32>) {
+    fn watch(&mut self, avatar: &Avatar, old: Option<u32>, new: Option<u32>) {
+        let p = usize::from(avatar.variant() == FULL);
         if let Some(old) = old {
-            self.viewers[old as usize] -= 1;
+            self.viewers[old as usize][p] -= 1;
         }
         if let Some(new) = new {
-            self.viewers[new as usize] += 1;
+            self.viewers[new as usize][p] += 1;
         }
     }
 
-    fn cell_of(&self, x: f32, y: f32) -> u32 {
-        if self.size <= 0.0 {
+    fn watched(&self, cell: u32) -> bool {
+        self.viewers[cell as usize] != [0, 0]
+    }
+
+    fn cell_of(&self, x: u32, y: u32) -> u32 {
+        if self.size == 0 {
             return 0;
         }
         // Positions are clamped to the world; the far edge belongs to the last cell.
-        let cx = ((x / self.size) as u32).min(self.cols - 1);
-        let cy = ((y / self.size) as u32).min(self.rows - 1);
+        let cx = (x / self.size).min(self.cols - 1);
+        let cy = (y / self.size).min(self.rows - 1);
         cy * self.cols + cx
     }
 
@@ -261,10 +343,23 @@ pub struct GameRoom {
     deleted: Vec<(u32, u32)>,
     grid: Grid,
     rng: StdRng,
+    /// World size in units of 1/POSITION_SCALE.
+    bounds: (u32, u32),
+    /// Avatars whose owners need a keyframe of their view this tick.
+    need_key: Vec<u32>,
+    /// Members set to the keyframe variant last tick, to set back.
+    keyed: Vec<(SessionId, GroupId)>,
+    /// Per view (cell): what its protocol 2 members hold, and the state being built.
+    held: Vec<Held>,
+    next: Vec<Vec<Row>>,
+    /// Reused for every protocol 2 snapshot.
+    scratch: Snapshot,
 }
 
 impl GameRoom {
     pub fn new(cfg: GameConfig) -> Self {
+        let grid = Grid::new(&cfg);
+        let cells = grid.cells();
         let mut room = Self {
             rng: StdRng::seed_from_u64(cfg.seed),
             entities: Vec::new(),
@@ -274,10 +369,20 @@ impl GameRoom {
             by_token: HashMap::default(),
             created: Vec::new(),
             deleted: Vec::new(),
-            grid: Grid::new(&cfg),
+            grid,
+            bounds: (quantize(cfg.world_width), quantize(cfg.world_height)),
+            need_key: Vec::new(),
+            keyed: Vec::new(),
+            held: (0..cells).map(|_| Held::default()).collect(),
+            next: vec![Vec::new(); cells],
+            scratch: Snapshot {
+                view: Some(Box::default()),
+                ..Default::default()
+            },
             cfg,
         };
-        let bot_speed = room.cfg.speed * 0.5;
+        // Units of 1/POSITION_SCALE per tick.
+        let bot_speed = room.cfg.speed * 0.5 * POSITION_SCALE as f32 / room.cfg.tick_hz as f32;
         for _ in 0..room.cfg.bots {
             let angle: f32 = room.rng.random_range(0.0..std::f32::consts::TAU);
             let (x, y) = room.spawn_point();
@@ -287,9 +392,10 @@ impl GameRoom {
                 kind: EntityKind::Bot,
                 x,
                 y,
-                vx: angle.cos() * bot_speed,
-                vy: angle.sin() * bot_speed,
+                vx: (angle.cos() * bot_speed).round() as i32,
+                vy: (angle.sin() * bot_speed).round() as i32,
                 last_input_seq: 0,
+                was: (x, y, 0),
             });
         }
         room
@@ -301,15 +407,23 @@ impl GameRoom {
         id
     }
 
-    fn spawn_point(&mut self) -> (f32, f32) {
+    fn spawn_point(&mut self) -> (u32, u32) {
+        let (w, h) = self.bounds;
         (
-            self.rng.random_range(0.0..self.cfg.world_width),
-            self.rng.random_range(0.0..self.cfg.world_height),
+            quantize(self.rng.random_range(0.0..self.cfg.world_width)).min(w),
+            quantize(self.rng.random_range(0.0..self.cfg.world_height)).min(h),
         )
     }
 
-    /// Current position of an object (tests and tools).
+    /// Current position of an object in world units (tests and tools).
     pub fn position(&self, id: u32) -> Option<(f32, f32)> {
+        let (x, y) = self.quantized_position(id)?;
+        let scale = POSITION_SCALE as f32;
+        Some((x as f32 / scale, y as f32 / scale))
+    }
+
+    /// Current position of an object in units of 1/POSITION_SCALE.
+    pub fn quantized_position(&self, id: u32) -> Option<(u32, u32)> {
         let i = self.entities.binary_search_by_key(&id, |e| e.id).ok()?;
         Some((self.entities[i].x, self.entities[i].y))
     }
@@ -320,7 +434,7 @@ impl GameRoom {
 
     fn remove_avatar(&mut self, id: u32) {
         if let Some(a) = self.avatars.remove(&id) {
-            self.grid.watch(a.view, None);
+            self.grid.watch(&a, a.view, None);
             self.by_token.remove(&a.token);
             if let Some(owner) = a.owner {
                 self.by_session.remove(&owner);
@@ -342,12 +456,13 @@ impl GameRoom {
             world_width: self.cfg.world_width,
             world_height: self.cfg.world_height,
             speed: self.cfg.speed,
+            position_scale: POSITION_SCALE,
             ..Default::default()
         }
     }
 
-    fn step_bots(&mut self, dt: f32) {
-        let (w, h) = (self.cfg.world_width, self.cfg.world_height);
+    fn step_bots(&mut self) {
+        let (w, h) = self.bounds;
         let grid = &mut self.grid;
         for e in self
             .entities
@@ -355,22 +470,23 @@ impl GameRoom {
             .filter(|e| e.kind == EntityKind::Bot)
         {
             grid.touch(grid.cell_of(e.x, e.y));
-            e.x += e.vx * dt;
-            e.y += e.vy * dt;
-            if e.x < 0.0 || e.x > w {
+            // Off an edge: bounce, and stop at it for this tick.
+            let x = i64::from(e.x) + i64::from(e.vx);
+            if x < 0 || x > i64::from(w) {
                 e.vx = -e.vx;
-                e.x = e.x.clamp(0.0, w);
             }
-            if e.y < 0.0 || e.y > h {
+            let y = i64::from(e.y) + i64::from(e.vy);
+            if y < 0 || y > i64::from(h) {
                 e.vy = -e.vy;
-                e.y = e.y.clamp(0.0, h);
             }
+            e.x = x.clamp(0, i64::from(w)) as u32;
+            e.y = y.clamp(0, i64::from(h)) as u32;
             grid.touch(grid.cell_of(e.x, e.y));
         }
     }
 
-    fn apply_inputs(&mut self, ctx: &mut RoomCore, step: f32) {
-        let (w, h) = (self.cfg.world_width, self.cfg.world_height);
+    fn apply_inputs(&mut self, ctx: &mut RoomCore) {
+        let (w, h) = self.bounds;
         let cap = self.cfg.max_inputs_per_tick;
         for (id, a) in &mut self.avatars {
             a.budget = (a.budget + 1).min(cap);
@@ -385,8 +501,8 @@ impl GameRoom {
             let e = &mut self.entities[i];
             self.grid.touch(self.grid.cell_of(e.x, e.y));
             for m in a.inputs.drain(..n) {
-                e.x = (e.x + m.dx * step).clamp(0.0, w);
-                e.y = (e.y + m.dy * step).clamp(0.0, h);
+                e.x = step_within(e.x, m.dx, w);
+                e.y = step_within(e.y, m.dy, h);
                 e.last_input_seq = m.seq;
             }
             let cell = self.grid.cell_of(e.x, e.y);
@@ -394,8 +510,10 @@ impl GameRoom {
             if let Some(owner) = a.owner
                 && a.view != Some(cell)
             {
-                // Walked into another cell: from this tick on its owner sees that view.
-                self.grid.show(ctx, owner, &mut a.view, cell);
+                // Walked into another cell: from this tick on its owner sees that view, and
+                // starts it from a keyframe.
+                self.grid.show(ctx, owner, a, cell);
+                self.need_key.push(*id);
             }
         }
     }
@@ -411,8 +529,9 @@ impl GameRoom {
             return;
         };
         let cell = self.grid.cell_of(self.entities[i].x, self.entities[i].y);
-        self.grid.show(ctx, owner, &mut a.view, cell);
+        self.grid.show(ctx, owner, a, cell);
         self.grid.touch(cell);
+        self.need_key.push(id);
     }
 
     /// The tick's creations and deletions, one message of each per view that sees them.
@@ -467,49 +586,158 @@ impl GameRoom {
         }
     }
 
-    /// Encodes the objects of every changed cell, once.
+    /// Encodes the objects of every changed cell once (every cell when they are stale), for
+    /// protocol 1 snapshots.
     fn encode_cells(&mut self) {
         let grid = &mut self.grid;
+        let all = std::mem::take(&mut grid.stale);
         for (cell, dirty) in grid.dirty.iter().enumerate() {
-            if *dirty {
+            if *dirty || all {
                 grid.objects[cell].clear();
             }
         }
         // Entities are sorted by id, so each cell lists its objects in id order.
         for e in &self.entities {
             let cell = grid.cell_of(e.x, e.y) as usize;
-            if grid.dirty[cell] {
+            if grid.dirty[cell] || all {
                 prost::encoding::message::encode(OBJECTS_TAG, &e.object(), &mut grid.objects[cell]);
             }
         }
     }
 
-    /// Builds the snapshot of every watched view that is due (all of them with
-    /// `steady_snapshots`, else those that saw a change), once per view.
-    fn publish_views(&mut self, ctx: &mut RoomCore) {
+    /// Protocol 2 members that need a keyframe this tick (they joined, changed view, or the
+    /// last hand-out dropped a snapshot they had not taken) take the keyframe variant of
+    /// their view. Returns the views that must send one.
+    fn assign_keyframes(&mut self, ctx: &mut RoomCore) -> Vec<bool> {
+        for &session in ctx.missed() {
+            if let Some(id) = self.by_session.get(&session) {
+                self.need_key.push(*id);
+            }
+        }
+        let mut wants = vec![false; self.grid.cells()];
+        for id in self.need_key.drain(..) {
+            let Some(a) = self.avatars.get(&id) else {
+                continue;
+            };
+            if let (Some(owner), Some(view), DELTA) = (a.owner, a.view, a.variant()) {
+                ctx.set_variant(owner, view, KEY);
+                self.keyed.push((owner, view));
+                wants[view as usize] = true;
+            }
+        }
+        wants
+    }
+
+    /// The watched views due this tick: all of them with `steady_snapshots`, else those that
+    /// saw a change or owe a member a keyframe. In cell order.
+    fn due_views(&self, wants_key: &[bool]) -> Vec<bool> {
         let grid = &self.grid;
-        let mut views = Vec::new();
+        let mut due = vec![false; grid.cells()];
         if self.cfg.steady_snapshots {
-            views.extend((0..grid.viewers.len() as u32).filter(|v| grid.viewers[*v as usize] > 0));
+            for (v, d) in due.iter_mut().enumerate() {
+                *d = grid.watched(v as u32);
+            }
         } else {
-            let mut due = vec![false; grid.dirty.len()];
             for (cell, _) in grid.dirty.iter().enumerate().filter(|(_, d)| **d) {
                 for v in grid.view(cell as u32) {
-                    if !due[v as usize] && grid.viewers[v as usize] > 0 {
-                        due[v as usize] = true;
-                        views.push(v);
+                    due[v as usize] |= grid.watched(v);
+                }
+            }
+            for (d, w) in due.iter_mut().zip(wants_key) {
+                *d |= *w;
+            }
+        }
+        due
+    }
+
+    /// Builds the snapshot of every due view, each variant once per view: for protocol 2
+    /// members the delta (a keyframe when the view starts or on its periodic turn) and, if a
+    /// member needs one, the keyframe; for protocol 1 members the full snapshot.
+    fn publish_views(&mut self, ctx: &mut RoomCore) {
+        let wants_key = self.assign_keyframes(ctx);
+        let due = self.due_views(&wants_key);
+        let (tick, now) = (ctx.tick(), ctx.now_us());
+        // What the protocol 2 members of unwatched views held is gone with them.
+        for (v, held) in self.held.iter_mut().enumerate() {
+            if self.grid.viewers[v][0] == 0 && held.tick.is_some() {
+                *held = Held::default();
+            }
+        }
+        // Each object goes into the state of every due view that sees it, in id order.
+        let v2 = |v: u32| due[v as usize] && self.grid.viewers[v as usize][0] > 0;
+        let mut any_v2 = false;
+        for (v, next) in self.next.iter_mut().enumerate() {
+            next.clear();
+            any_v2 |= v2(v as u32);
+        }
+        if any_v2 {
+            for e in &self.entities {
+                for v in self.grid.view(self.grid.cell_of(e.x, e.y)) {
+                    if v2(v) {
+                        self.next[v as usize].push(e.row());
                     }
                 }
             }
-            views.sort_unstable();
         }
-        let now = ctx.now_us();
+        let any_v1 = (0..due.len()).any(|v| due[v] && self.grid.viewers[v][1] > 0);
+        if any_v1 {
+            self.encode_cells();
+        } else {
+            self.grid.stale = true;
+        }
         let mut parts: Vec<&[u8]> = Vec::with_capacity(9);
-        for v in views {
-            parts.clear();
-            parts.extend(grid.view(v).map(|c| &grid.objects[c as usize][..]));
-            let frame = ctx.encode_snapshot_parts(now, &parts);
-            ctx.publish_frame(v, VIEW_SLOT, frame);
+        for v in (0..due.len() as u32).filter(|v| due[*v as usize]) {
+            let [p2, p1] = self.grid.viewers[v as usize];
+            let full = (p1 > 0).then(|| {
+                parts.clear();
+                parts.extend(
+                    self.grid
+                        .view(v)
+                        .map(|c| &self.grid.objects[c as usize][..]),
+                );
+                ctx.encode_snapshot_parts(now, &parts)
+            });
+            if p2 == 0 {
+                if let Some(full) = full {
+                    ctx.publish_frame(v, VIEW_SLOT, full);
+                }
+                continue;
+            }
+            let held = &mut self.held[v as usize];
+            let next = &mut self.next[v as usize];
+            let sum = view::advance(&held.rows, next);
+            self.scratch.server_time_us = now;
+            let k = u64::from(self.cfg.keyframe_interval);
+            let periodic = k > 0 && (tick + u64::from(v)) % k == 0;
+            let msg = self
+                .scratch
+                .view
+                .as_mut()
+                .expect("the scratch snapshot has a view");
+            match held.tick {
+                Some(base) if !periodic => {
+                    view::delta(v, base, &held.rows, next, sum, msg);
+                    let frame = ctx.encode_snapshot(&self.scratch);
+                    ctx.publish_frame(v, VIEW_SLOT, frame);
+                    if wants_key[v as usize] {
+                        let msg = self.scratch.view.as_mut().expect("a view");
+                        view::keyframe(v, next, sum, msg);
+                        let frame = ctx.encode_snapshot(&self.scratch);
+                        ctx.publish_variant(v, KEY, frame);
+                    }
+                }
+                // Nobody holds this view yet, or it is its turn: everyone gets the keyframe.
+                _ => {
+                    view::keyframe(v, next, sum, msg);
+                    let frame = ctx.encode_snapshot(&self.scratch);
+                    ctx.publish_frame(v, VIEW_SLOT, frame);
+                }
+            }
+            if let Some(full) = full {
+                ctx.publish_variant(v, FULL, full);
+            }
+            std::mem::swap(&mut held.rows, next);
+            held.tick = Some(tick);
         }
     }
 
@@ -539,6 +767,15 @@ impl Simulation for GameRoom {
     }
 
     fn join(&mut self, ctx: &mut RoomCore, join: &JoinRequest) -> Result<Welcome, CommandError> {
+        if join.protocol > PROTOCOL {
+            return Err(CommandError::new(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "protocol {} is not spoken here (1 to {PROTOCOL})",
+                    join.protocol
+                ),
+            ));
+        }
         let resumed = (!join.resume_token.is_empty())
             .then(|| self.by_token.get(&join.resume_token).copied())
             .flatten();
@@ -552,6 +789,11 @@ impl Simulation for GameRoom {
                 ctx.kick(old, LeaveReason::Replaced);
             }
             avatar.detached_at = None;
+            // The new connection may speak another protocol than the one it replaces.
+            if let Some(view) = avatar.view.take() {
+                self.grid.watch(avatar, Some(view), None);
+            }
+            avatar.protocol = join.protocol.max(1);
             let token = avatar.token.clone();
             self.by_session.insert(join.session, id);
             self.place_viewer(ctx, id);
@@ -575,9 +817,10 @@ impl Simulation for GameRoom {
             kind: EntityKind::Avatar,
             x,
             y,
-            vx: 0.0,
-            vy: 0.0,
+            vx: 0,
+            vy: 0,
             last_input_seq: 0,
+            was: (x, y, 0),
         });
         self.avatars.insert(
             id,
@@ -589,6 +832,7 @@ impl Simulation for GameRoom {
                 detached_at: None,
                 budget: 1,
                 view: None,
+                protocol: join.protocol.max(1),
             },
         );
         self.by_token.insert(token.clone(), id);
@@ -605,7 +849,8 @@ impl Simulation for GameRoom {
         if reason.is_resumable() && self.cfg.grace_ticks() > 0 {
             if let Some(a) = self.avatars.get_mut(&id) {
                 a.owner = None;
-                self.grid.watch(a.view.take(), None);
+                let view = a.view.take();
+                self.grid.watch(a, view, None);
                 a.detached_at = Some(ctx.tick());
             }
         } else {
@@ -615,7 +860,7 @@ impl Simulation for GameRoom {
 
     fn command(
         &mut self,
-        _ctx: &mut RoomCore,
+        ctx: &mut RoomCore,
         session: SessionId,
         body: Body,
     ) -> Result<(), CommandError> {
@@ -659,28 +904,40 @@ impl Simulation for GameRoom {
             dx /= len;
             dy /= len;
         }
+        // docs/protocol.md 4.1: 32-bit floats, rounded half away from zero, so a client
+        // predicts the same step.
+        let step = self.cfg.speed * POSITION_SCALE as f32 / ctx.tick_rate_hz() as f32;
         avatar.last_received_seq = input.seq;
         avatar.inputs.push_back(Move {
             seq: input.seq,
-            dx,
-            dy,
+            dx: (dx * step).round() as i32,
+            dy: (dy * step).round() as i32,
         });
         Ok(())
     }
 
     fn step(&mut self, ctx: &mut RoomCore) {
-        let dt = 1.0 / ctx.tick_rate_hz() as f32;
-        self.apply_inputs(ctx, self.cfg.speed * dt);
-        self.step_bots(dt);
+        for e in &mut self.entities {
+            e.was = (e.x, e.y, e.last_input_seq);
+        }
+        self.apply_inputs(ctx);
+        self.step_bots();
         self.expire_detached(ctx.tick());
     }
 
     fn replicate(&mut self, ctx: &mut RoomCore) {
         self.announce(ctx);
-        if !self.grid.any_dirty && !self.cfg.steady_snapshots {
+        // Last tick's keyframe takers are back on deltas.
+        for (owner, view) in self.keyed.drain(..) {
+            ctx.set_variant(owner, view, DELTA);
+        }
+        if !self.grid.any_dirty
+            && !self.cfg.steady_snapshots
+            && self.need_key.is_empty()
+            && ctx.missed().is_empty()
+        {
             return;
         }
-        self.encode_cells();
         self.publish_views(ctx);
         self.grid.dirty.fill(false);
         self.grid.any_dirty = false;
@@ -1072,5 +1329,257 @@ mod tests {
         r.run_tick();
         assert_eq!(drain(&b).len(), 1, "the resumed client's view");
         assert_eq!(r.core().encodes() - before, 1, "and no other");
+    }
+
+    // ---- protocol 2: quantized views
+
+    fn join2(room: &mut TestDriver<GameRoom>, session: SessionId, token: &str) -> Probe {
+        room.join_speaking(session, "", token, 1024, PROTOCOL)
+    }
+
+    /// A protocol 2 client: applies every view it is sent, as docs/protocol.md 4.4 says.
+    #[derive(Default)]
+    struct Client {
+        state: tickroom_proto::view::ViewState,
+        keyframes: u32,
+        deltas: u32,
+        missed: u32,
+        bytes: usize,
+        welcome: Option<Welcome>,
+    }
+
+    impl Client {
+        /// Reads everything waiting; returns the views' ticks it applied.
+        fn read(&mut self, o: &Probe) -> Vec<u64> {
+            let mut frames = Vec::new();
+            o.take(&mut frames);
+            let mut applied = Vec::new();
+            for f in frames {
+                let msg = ServerMessage::decode(f.clone()).unwrap();
+                let s = match msg.body {
+                    Some(ServerBody::Snapshot(s)) => s,
+                    Some(ServerBody::Welcome(w)) => {
+                        self.welcome = Some(w);
+                        continue;
+                    }
+                    _ => continue,
+                };
+                assert!(
+                    s.objects.is_empty(),
+                    "protocol 2 snapshots carry a view only"
+                );
+                self.bytes += f.len();
+                let v = s.view.expect("a view");
+                match self.state.apply(msg.tick, &v) {
+                    Ok(true) => self.keyframes += 1,
+                    Ok(false) => self.deltas += 1,
+                    Err(tickroom_proto::view::ApplyError::MissedBase { .. }) => {
+                        self.missed += 1;
+                        continue;
+                    }
+                    Err(e) => panic!("tick {}: {e}", msg.tick),
+                }
+                applied.push(msg.tick);
+            }
+            applied
+        }
+
+        /// Asserts the client holds exactly the room's objects in the cells around `me`.
+        fn agrees(&self, r: &TestDriver<GameRoom>, me: u32, cell: f32) {
+            let mine = cell_xy(r.sim().position(me).unwrap(), cell);
+            let room: Vec<(u32, (u32, u32))> = (1..=r.sim().next_id)
+                .filter_map(|id| Some((id, r.sim().quantized_position(id)?)))
+                .filter(|(id, _)| {
+                    cell <= 0.0 || near(cell_xy(r.sim().position(*id).unwrap(), cell), mine)
+                })
+                .collect();
+            let held: Vec<(u32, (u32, u32))> = self
+                .state
+                .rows()
+                .iter()
+                .map(|row| (row.id, (row.x, row.y)))
+                .collect();
+            assert_eq!(held, room);
+        }
+    }
+
+    #[test]
+    fn a_protocol_2_client_holds_exactly_its_view_tick_after_tick() {
+        let mut r = room(aoi(200, 1000.0, 250.0));
+        r.begin_tick(1, 1);
+        let o = join2(&mut r, 1, "");
+        r.run_tick();
+        let mut c = Client::default();
+        c.read(&o);
+        let w = c.welcome.clone().expect("a welcome");
+        assert_eq!(w.position_scale, POSITION_SCALE);
+        let me = w.your_object_id;
+        for tick in 2..=200u64 {
+            // Walk a square so the view changes now and then.
+            let dir = if (tick / 50) % 2 == 0 { 1.0 } else { -1.0 };
+            input(&mut r, 1, tick as u32, dir);
+            r.begin_tick(tick, tick as i64);
+            r.run_tick();
+            assert_eq!(c.read(&o), [tick], "one view a tick, applied");
+            c.agrees(&r, me, 250.0);
+        }
+        // The first keyframe, one a second (60 ticks), and one per view change.
+        assert!(
+            c.keyframes > 3,
+            "{} keyframes: the first, one a second, one per view change",
+            c.keyframes
+        );
+        assert!(c.deltas > 150, "{} deltas", c.deltas);
+        assert_eq!(c.missed, 0);
+    }
+
+    #[test]
+    fn a_client_that_missed_a_delta_gets_a_keyframe_on_the_next_tick() {
+        let mut r = room(GameConfig {
+            keyframe_interval: 0,
+            ..aoi(100, 1000.0, 0.0)
+        });
+        r.begin_tick(1, 1);
+        let slow = join2(&mut r, 1, "");
+        let steady = join2(&mut r, 2, "");
+        r.run_tick();
+        let (mut s, mut k) = (Client::default(), Client::default());
+        s.read(&slow);
+        k.read(&steady);
+        // The slow client reads nothing for two ticks: its outbox keeps only the newest
+        // delta, whose base it never got.
+        for tick in 2..=3 {
+            r.begin_tick(tick, tick as i64);
+            r.run_tick();
+            k.read(&steady);
+        }
+        assert_eq!(s.read(&slow), Vec::<u64>::new(), "a delta on a missed base");
+        assert_eq!(s.missed, 1);
+        r.begin_tick(4, 4);
+        r.run_tick();
+        assert_eq!(s.read(&slow), [4], "the next tick repairs it");
+        assert_eq!(s.keyframes, 2);
+        assert_eq!(s.state, k.state_after(&steady, &mut r));
+        // The steady client was never given a keyframe after its first.
+        assert_eq!(k.keyframes, 1);
+        // And from then on both take the same deltas.
+        r.begin_tick(5, 5);
+        r.run_tick();
+        assert_eq!(s.read(&slow), [5]);
+        assert_eq!(s.keyframes, 2);
+        // A client that stays away longer finds a keyframe waiting: each tick that drops its
+        // pending delta queues one.
+        for tick in 6..=9 {
+            r.begin_tick(tick, tick as i64);
+            r.run_tick();
+        }
+        assert_eq!(s.read(&slow), [9]);
+        assert_eq!((s.keyframes, s.missed), (3, 1));
+    }
+
+    impl Client {
+        fn state_after(
+            &mut self,
+            o: &Probe,
+            _: &mut TestDriver<GameRoom>,
+        ) -> tickroom_proto::view::ViewState {
+            self.read(o);
+            self.state.clone()
+        }
+    }
+
+    #[test]
+    fn each_variant_is_encoded_once_per_view() {
+        let mut r = room(GameConfig {
+            keyframe_interval: 0,
+            ..aoi(100, 1000.0, 0.0)
+        });
+        r.begin_tick(1, 1);
+        let v2: Vec<_> = (1..=20).map(|s| join2(&mut r, s, "")).collect();
+        let v1: Vec<_> = (21..=30).map(|s| join(&mut r, s, "")).collect();
+        r.run_tick();
+        for o in v2.iter().chain(&v1) {
+            drain(o);
+        }
+        let before = r.core().encodes();
+        r.begin_tick(2, 2);
+        r.run_tick();
+        // One view: its delta and its full snapshot.
+        assert_eq!(r.core().encodes() - before, 2);
+        let frames = |os: &[Probe]| -> Vec<Bytes> {
+            os.iter()
+                .map(|o| {
+                    let mut f = Vec::new();
+                    o.take(&mut f);
+                    assert_eq!(f.len(), 1);
+                    f.pop().unwrap()
+                })
+                .collect()
+        };
+        let (d, f) = (frames(&v2), frames(&v1));
+        assert!(d.iter().all(|b| b.as_ptr() == d[0].as_ptr()));
+        assert!(f.iter().all(|b| b.as_ptr() == f[0].as_ptr()));
+        let full = snapshot_of(&[ServerMessage::decode(f[0].clone()).unwrap()]).unwrap();
+        assert_eq!(full.objects.len(), 130);
+        assert!(full.view.is_none());
+        // A newcomer: its keyframe is one more encode, whoever else is there.
+        let before = r.core().encodes();
+        r.begin_tick(3, 3);
+        let late = join2(&mut r, 99, "");
+        r.run_tick();
+        // Its Welcome, the ObjectCreated everyone gets, and the three variants of the view.
+        assert_eq!(r.core().encodes() - before, 2 + 3);
+        let mut c = Client::default();
+        assert_eq!(c.read(&late), [3]);
+        assert_eq!(c.keyframes, 1);
+        assert_eq!(c.state.rows().len(), 131);
+    }
+
+    #[test]
+    fn a_protocol_above_2_is_refused_and_protocol_1_sees_quantized_floats() {
+        let mut r = room(aoi(10, 1000.0, 0.0));
+        r.begin_tick(1, 1);
+        let o = r.join_speaking(1, "", "", 64, 3);
+        let err = drain(&o).into_iter().find_map(|m| match m.body {
+            Some(ServerBody::Error(e)) => Some(e),
+            _ => None,
+        });
+        assert_eq!(err.map(|e| e.code), Some(ErrorCode::InvalidArgument as i32));
+        let o = join(&mut r, 2, "");
+        r.run_tick();
+        let snap = snapshot_of(&drain(&o)).unwrap();
+        for obj in &snap.objects {
+            let Some(State::Entity(e)) = &obj.state else {
+                panic!()
+            };
+            assert_eq!(e.x * 64.0, (e.x * 64.0).round());
+        }
+    }
+
+    #[test]
+    fn bots_walking_straight_cost_nothing_in_a_delta() {
+        // Bots far from the edges for 10 ticks (speed 100 units/s: 17 units).
+        let mut r = room(GameConfig {
+            keyframe_interval: 0,
+            world_width: 100_000.0,
+            world_height: 100_000.0,
+            ..aoi(100, 100_000.0, 0.0)
+        });
+        r.begin_tick(1, 1);
+        let o = join2(&mut r, 1, "");
+        r.run_tick();
+        let mut c = Client::default();
+        c.read(&o);
+        let key = c.bytes;
+        for tick in 2..=10 {
+            r.begin_tick(tick, tick as i64);
+            r.run_tick();
+            let before = c.bytes;
+            c.read(&o);
+            // Header only: tick, time, view, base, checksum.
+            assert!(c.bytes - before < 24, "{} bytes", c.bytes - before);
+        }
+        // The keyframe: positions up to 6.4 million take 4 bytes each; about 15 an object.
+        assert!(key < 101 * 16, "{key} bytes");
     }
 }

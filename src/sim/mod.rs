@@ -6,3 +6,4 @@ pub mod game;
 #[cfg(test)]
 mod props;
 pub mod ticker;
+pub mod view;

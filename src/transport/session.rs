@@ -489,6 +489,7 @@ impl Reader<'_> {
                 .display_name
                 .as_deref()
                 .map_or(join.name, str::to_owned),
+            protocol: join.protocol,
             reply: Some(Box::new(move |ok| {
                 let _ = reply.send(ok);
             })),

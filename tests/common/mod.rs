@@ -171,8 +171,19 @@ impl Client {
         token: &str,
         name: &str,
     ) -> tickroom::proto::v1::Welcome {
+        self.join_speaking(room, token, name, 0).await
+    }
+
+    /// Joins speaking `protocol` (`Join.protocol`: 2 for quantized views).
+    pub async fn join_speaking(
+        &mut self,
+        room: &str,
+        token: &str,
+        name: &str,
+        protocol: u32,
+    ) -> tickroom::proto::v1::Welcome {
         self.send(Body::Join(Join {
-            protocol: 0,
+            protocol,
             room: room.into(),
             resume_token: token.into(),
             name: name.into(),
