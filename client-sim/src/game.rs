@@ -1,6 +1,10 @@
 //! The `game` scenario: N clients join one game room over a ramp, hold for a fixed time while
 //! sending inputs, and measure snapshot rate, snapshot latency, input→ack latency and tick
 //! gaps. The swarm ([`crate::swarm`]) runs the clients and counts what every scenario counts.
+//!
+//! With protocol 2 (the default) the first `--verify-clients` clients rebuild their whole
+//! view from keyframes and deltas and check every checksum; the others follow only their own
+//! avatar ([`crate::views`]).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -16,6 +20,7 @@ use crate::report::{self, LatencySummary, RateSummary, Report};
 use crate::scan;
 use crate::swarm::{self, Client, Conn, Plan, Scenario, Shards, Swarm, SwarmArgs};
 use crate::talk::{Pace, Step, Talk, talk};
+use crate::views::{Own, Seen, Verifier, ViewCounts};
 
 /// Inputs awaiting acknowledgement per client. Past this the server is seconds behind and
 /// the oldest are dropped unmeasured rather than growing memory per client.
@@ -34,14 +39,24 @@ pub struct GameArgs {
     /// Inputs per second per client (0 sends none).
     #[arg(long, default_value_t = 30.0)]
     pub input_hz: f64,
+    /// `Join.protocol`: 2 receives quantized keyframes and deltas, 1 full snapshots.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=2))]
+    pub protocol: u32,
+    /// Protocol 2: how many clients (the first ones) rebuild their whole view and check every
+    /// checksum; the rest follow only their own avatar.
+    #[arg(long, default_value_t = 32)]
+    pub verify_clients: u32,
 }
 
 /// What every client task reads or updates; everything per client stays in its task.
 struct Shared {
     join: Vec<u8>,
     input_period: Option<Duration>,
+    verify_clients: usize,
     snapshot_latency: Shards,
     ack_latency: Shards,
+    /// Verified clients: from a delta they could not apply to the next view they could.
+    recovery: Shards,
 }
 
 impl Scenario for Shared {
@@ -58,7 +73,7 @@ impl Scenario for Shared {
     }
 
     fn shards(&self) -> Vec<&Shards> {
-        vec![&self.snapshot_latency, &self.ack_latency]
+        vec![&self.snapshot_latency, &self.ack_latency, &self.recovery]
     }
 }
 
@@ -73,6 +88,9 @@ struct Outcome {
     missing_ticks: u64,
     inputs_sent: u64,
     inputs_acked: u64,
+    /// Protocol 2, in the measurement window.
+    views: ViewCounts,
+    verified: bool,
 }
 
 /// One simulated player's talk: reads snapshots, sends inputs.
@@ -86,6 +104,8 @@ struct Player<'a> {
     pending: VecDeque<(u32, Instant)>,
     first_snapshot: Option<Instant>,
     last_tick: Option<u64>,
+    own: Own,
+    verifier: Option<Verifier>,
 }
 
 impl Talk for Player<'_> {
@@ -116,9 +136,39 @@ impl Talk for Player<'_> {
         self.last_tick = Some(self.last_tick.map_or(snap.tick, |t| t.max(snap.tick)));
         self.first_snapshot.get_or_insert(now);
         out.snapshots += 1;
+        let acked = match snap.view(&frame) {
+            None => snap.acked,
+            Some(view) => match &mut self.verifier {
+                Some(v) => {
+                    let got = v.apply(self.me, snap.tick, view, now);
+                    match got.seen {
+                        Some(seen) => out.views.count(seen),
+                        None => out.views.mismatches += 1,
+                    }
+                    if let Some(waited) = got.recovered_after {
+                        self.shared
+                            .recovery
+                            .record(self.id, waited.as_micros() as u64);
+                    }
+                    got.acked
+                }
+                None => match self.own.apply(self.me, snap.tick, view) {
+                    Ok(seen) => {
+                        out.views.count(seen);
+                        (seen != Seen::MissedBase)
+                            .then(|| self.own.row().map(|r| r.seq))
+                            .flatten()
+                    }
+                    Err(scan::Malformed) => {
+                        conn.decode_errors += 1;
+                        None
+                    }
+                },
+            },
+        };
         let latency = swarm::unix_us().saturating_sub(snap.server_time_us).max(0);
         self.shared.snapshot_latency.record(self.id, latency as u64);
-        if let Some(acked) = snap.acked {
+        if let Some(acked) = acked {
             while let Some(&(seq, sent)) = self.pending.front()
                 && seq <= acked
             {
@@ -181,7 +231,10 @@ async fn run_client(client: Client<Shared>) -> (Conn, Outcome) {
         pending: VecDeque::new(),
         first_snapshot: None,
         last_tick: None,
+        own: Own::default(),
+        verifier: (id < shared.verify_clients).then(Verifier::default),
     };
+    player.out.verified = player.verifier.is_some();
     let pace = shared
         .input_period
         .map(|period| Pace::spread(id, period, MissedTickBehavior::Skip));
@@ -201,13 +254,19 @@ pub async fn run(args: GameArgs) -> anyhow::Result<Report> {
         args.input_hz.is_finite() && (0.0..=1000.0).contains(&args.input_hz),
         "--input-hz must be between 0 and 1000"
     );
-    let join = swarm::join_message(&args.room, "");
+    let join = swarm::join_speaking(&args.room, "", args.protocol);
     let input_period = (args.input_hz > 0.0).then(|| Duration::from_secs_f64(1.0 / args.input_hz));
     let shared = Shared {
         join,
         input_period,
+        verify_clients: if args.protocol >= 2 {
+            args.verify_clients as usize
+        } else {
+            0
+        },
         snapshot_latency: Shards::new(),
         ack_latency: Shards::new(),
+        recovery: Shards::new(),
     };
     let clients = args.clients as usize;
     let done = swarm::drive(Plan::ramp(&args.swarm, clients, &args.room), shared).await?;
@@ -238,7 +297,23 @@ pub async fn run(args: GameArgs) -> anyhow::Result<Report> {
             sent: sum(|o| o.inputs_sent),
             acked: sum(|o| o.inputs_acked),
         },
-    ))
+    )
+    .with_views(args.protocol, {
+        let mut all = ViewCounts::default();
+        let mut verified = ViewCounts::default();
+        for o in outcomes() {
+            all.add(&o.views);
+            if o.verified {
+                verified.add(&o.views);
+            }
+        }
+        report::Views {
+            verified_clients: outcomes().filter(|o| o.verified).count(),
+            all,
+            verified,
+            recovery_us: LatencySummary::of(&shared.recovery.merged()),
+        }
+    }))
 }
 
 #[cfg(test)]
@@ -256,6 +331,8 @@ mod tests {
             clients: 5,
             room: "arena".into(),
             input_hz: 20.0,
+            protocol: 2,
+            verify_clients: 32,
         };
         let r = run(args).await.unwrap();
         assert_all_joined(&r.head, 5);
@@ -265,6 +342,15 @@ mod tests {
         assert_eq!(rate.clients, 5);
         assert!(rate.median > 40.0 && rate.max < 61.0, "{rate:?}");
         assert!(r.inputs.acked > 0 && r.input_ack_latency_us.samples > 0);
+        // Protocol 2: every client rebuilt its view (5 <= 32 verified) and every checksum held.
+        let v = r.views.as_ref().expect("protocol 2 views");
+        assert_eq!(v.verified_clients, 5);
+        assert_eq!(v.verified.mismatches, 0);
+        assert!(
+            v.verified.keyframes >= 5 && v.verified.deltas > 100,
+            "{v:?}"
+        );
+        assert_eq!(v.all, v.verified);
         let m = r.tail.server.metrics.as_ref().unwrap();
         assert!(m.rss_end_of_hold_bytes.unwrap() > 0, "{m:?}");
         assert!(m.cpu_percent_of_one_core.is_some(), "{m:?}");

@@ -25,6 +25,7 @@ mod target;
 #[cfg(test)]
 mod testing;
 mod ticker;
+mod views;
 mod wire;
 mod workers;
 

@@ -138,6 +138,8 @@ pub async fn run(args: MixArgs) -> anyhow::Result<MixReport> {
         clients: args.game_clients,
         room: args.game_room.clone(),
         input_hz: args.input_hz,
+        protocol: 2,
+        verify_clients: 32,
     };
     let ticker = TickerArgs {
         swarm: part(counts[1]),

@@ -214,6 +214,8 @@ mod tests {
             clients: 3,
             room: "arena".into(),
             input_hz: 10.0,
+            protocol: 2,
+            verify_clients: 32,
         };
         let r = game::run(args).await.unwrap();
         let c = &r.head.clients;

@@ -58,8 +58,26 @@ pub struct Report {
     pub snapshot_latency_us: LatencySummary,
     pub input_ack_latency_us: LatencySummary,
     pub inputs: Inputs,
+    /// Protocol 2 views (absent with protocol 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub views: Option<Views>,
+    /// `Join.protocol` the clients spoke.
+    pub protocol: u32,
     #[serde(flatten)]
     pub tail: Tail,
+}
+
+/// What the game clients' protocol 2 views did during the hold.
+#[derive(Debug, Serialize)]
+pub struct Views {
+    /// Clients that rebuilt their whole view and checked every checksum.
+    pub verified_clients: usize,
+    /// Every client (the others follow only their own avatar).
+    pub all: crate::views::ViewCounts,
+    /// The verified clients alone; `mismatches` must be 0.
+    pub verified: crate::views::ViewCounts,
+    /// Verified clients: from a delta on a missed base to the next view that applied.
+    pub recovery_us: LatencySummary,
 }
 
 /// The fields every report has right after its `config` (flattened into it).
@@ -319,8 +337,19 @@ impl Report {
             snapshot_latency_us,
             input_ack_latency_us,
             inputs,
+            views: None,
+            protocol: 1,
             tail: common.tail,
         }
+    }
+
+    /// Adds what protocol 2 views did (nothing for protocol 1).
+    pub fn with_views(mut self, protocol: u32, views: Views) -> Self {
+        self.protocol = protocol;
+        if protocol >= 2 {
+            self.views = Some(views);
+        }
+        self
     }
 
     /// The report as an aligned plain-text table for stdout.
@@ -348,11 +377,33 @@ impl Report {
             "inputs",
             format!("{} sent, {} acked", self.inputs.sent, self.inputs.acked),
         );
+        t.row("protocol", self.protocol);
+        if let Some(v) = &self.views {
+            let (a, f) = (&v.all, &v.verified);
+            t.row(
+                "views",
+                format!(
+                    "{} keyframes, {} deltas, {} missed bases",
+                    a.keyframes, a.deltas, a.missed_bases
+                ),
+            );
+            t.row(
+                "verified views",
+                format!(
+                    "{} clients: {} keyframes, {} deltas, {} missed bases, {} mismatches",
+                    v.verified_clients, f.keyframes, f.deltas, f.missed_bases, f.mismatches
+                ),
+            );
+        }
         t.errors(&self.tail);
-        t.latencies(&[
+        let mut latencies = vec![
             ("snapshot", &self.snapshot_latency_us),
             ("input -> ack", &self.input_ack_latency_us),
-        ]);
+        ];
+        if let Some(v) = self.views.as_ref().filter(|v| v.recovery_us.samples > 0) {
+            latencies.push(("missed base -> view", &v.recovery_us));
+        }
+        t.latencies(&latencies);
         t.footer(&self.tail);
         t.0
     }

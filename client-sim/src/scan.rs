@@ -13,6 +13,7 @@ const MESSAGE_TICK: u32 = 1;
 const MESSAGE_SNAPSHOT: u32 = 3;
 const SNAPSHOT_SERVER_TIME: u32 = 1;
 const SNAPSHOT_OBJECTS: u32 = 2;
+const SNAPSHOT_VIEW: u32 = 3;
 const OBJECT_ID: u32 = 1;
 
 /// What a game client measures in a snapshot.
@@ -20,8 +21,17 @@ const OBJECT_ID: u32 = 1;
 pub struct Scanned {
     pub tick: u64,
     pub server_time_us: i64,
-    /// `last_input_seq` of object `me`, if the snapshot holds it.
+    /// `last_input_seq` of object `me`, if the snapshot holds it (protocol 1).
     pub acked: Option<u32>,
+    /// Protocol 2: where the `View` is in the scanned bytes (start, length).
+    pub view: Option<(usize, usize)>,
+}
+
+impl Scanned {
+    /// The view's bytes in the frame that was scanned.
+    pub fn view<'a>(&self, frame: &'a [u8]) -> Option<&'a [u8]> {
+        self.view.map(|(at, len)| &frame[at..at + len])
+    }
 }
 
 /// The bytes do not form the message they claim to.
@@ -44,6 +54,7 @@ fn take_len<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8], Malformed> {
 
 /// Scans a `ServerMessage`. `Ok(None)` when it is not a snapshot: decode it the usual way.
 pub fn snapshot(mut buf: &[u8], me: u32) -> Result<Option<Scanned>, Malformed> {
+    let start = buf.as_ptr() as usize;
     let mut tick = 0;
     let mut snapshot = None;
     while buf.has_remaining() {
@@ -62,6 +73,7 @@ pub fn snapshot(mut buf: &[u8], me: u32) -> Result<Option<Scanned>, Malformed> {
         tick,
         server_time_us: 0,
         acked: None,
+        view: None,
     };
     while snap.has_remaining() {
         let (tag, wire) = decode_key(&mut snap)?;
@@ -77,6 +89,10 @@ pub fn snapshot(mut buf: &[u8], me: u32) -> Result<Option<Scanned>, Malformed> {
                         _ => None,
                     };
                 }
+            }
+            (SNAPSHOT_VIEW, WireType::LengthDelimited) => {
+                let view = take_len(&mut snap)?;
+                scanned.view = Some((view.as_ptr() as usize - start, view.len()));
             }
             _ => skip_field(wire, tag, &mut snap, DecodeContext::default())?,
         }
@@ -131,6 +147,7 @@ mod tests {
                 tick: 1234,
                 server_time_us: 1_795_000_000_123_456,
                 acked: Some(963),
+                view: None,
             }
         );
         assert_eq!(snapshot(&bytes, 9999).unwrap().unwrap().acked, None);
@@ -180,6 +197,7 @@ mod tests {
                 tick: 9,
                 server_time_us: 1_009,
                 acked: Some(108),
+                view: None,
             }
         );
         for end in 0..bytes.len() {

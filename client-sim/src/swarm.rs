@@ -475,10 +475,16 @@ pub fn error_name(code: i32) -> String {
 
 /// An encoded `Join{room, name}` (an empty name joins a chat room as an anonymous viewer).
 pub fn join_message(room: &str, name: &str) -> Vec<u8> {
+    join_speaking(room, name, 0)
+}
+
+/// [`join_message`] with `Join.protocol` set.
+pub fn join_speaking(room: &str, name: &str, protocol: u32) -> Vec<u8> {
     ClientMessage {
         body: Some(client_message::Body::Join(Join {
             room: room.to_owned(),
             name: name.to_owned(),
+            protocol,
             ..Join::default()
         })),
     }
