@@ -20,7 +20,7 @@ use crate::report::{self, LatencySummary, RateSummary, Report};
 use crate::scan;
 use crate::swarm::{self, Client, Conn, Plan, Scenario, Shards, Swarm, SwarmArgs};
 use crate::talk::{Pace, Step, Talk, talk};
-use crate::views::{Own, Seen, Verifier, ViewCounts};
+use crate::views::{Own, Seen, Sizes, Verifier, ViewCounts};
 
 /// Inputs awaiting acknowledgement per client. Past this the server is seconds behind and
 /// the oldest are dropped unmeasured rather than growing memory per client.
@@ -91,6 +91,8 @@ struct Outcome {
     /// Protocol 2, in the measurement window.
     views: ViewCounts,
     verified: bool,
+    /// Verified clients: what their snapshots cost.
+    sizes: Sizes,
 }
 
 /// One simulated player's talk: reads snapshots, sends inputs.
@@ -137,10 +139,15 @@ impl Talk for Player<'_> {
         self.first_snapshot.get_or_insert(now);
         out.snapshots += 1;
         let acked = match snap.view(&frame) {
-            None => snap.acked,
+            None => {
+                if let Some(v) = &mut self.verifier {
+                    v.observe_full(&frame);
+                }
+                snap.acked
+            }
             Some(view) => match &mut self.verifier {
                 Some(v) => {
-                    let got = v.apply(self.me, snap.tick, view, now);
+                    let got = v.apply(self.me, snap.tick, view, frame.len(), now);
                     match got.seen {
                         Some(seen) => out.views.count(seen),
                         None => out.views.mismatches += 1,
@@ -239,6 +246,9 @@ async fn run_client(client: Client<Shared>) -> (Conn, Outcome) {
         .input_period
         .map(|period| Pace::spread(id, period, MissedTickBehavior::Skip));
     let server_closed = talk(swarm, &mut conn, id, &mut ws, &mut stop, pace, &mut player).await;
+    if let Some(v) = &player.verifier {
+        player.out.sizes = v.sizes;
+    }
     let mut out = player.out;
     // The first snapshot opens the window, so it is not counted in the rate.
     out.snapshots_per_s = player
@@ -259,11 +269,7 @@ pub async fn run(args: GameArgs) -> anyhow::Result<Report> {
     let shared = Shared {
         join,
         input_period,
-        verify_clients: if args.protocol >= 2 {
-            args.verify_clients as usize
-        } else {
-            0
-        },
+        verify_clients: args.verify_clients as usize,
         snapshot_latency: Shards::new(),
         ack_latency: Shards::new(),
         recovery: Shards::new(),
@@ -298,6 +304,13 @@ pub async fn run(args: GameArgs) -> anyhow::Result<Report> {
             acked: sum(|o| o.inputs_acked),
         },
     )
+    .with_sizes({
+        let mut sizes = Sizes::default();
+        for o in outcomes().filter(|o| o.verified) {
+            sizes.add(&o.sizes);
+        }
+        sizes
+    })
     .with_views(args.protocol, {
         let mut all = ViewCounts::default();
         let mut verified = ViewCounts::default();

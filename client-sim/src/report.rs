@@ -63,8 +63,47 @@ pub struct Report {
     pub views: Option<Views>,
     /// `Join.protocol` the clients spoke.
     pub protocol: u32,
+    /// The verified clients' snapshots: bytes and objects (see [`ViewSizes`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub view_sizes: Option<ViewSizes>,
     #[serde(flatten)]
     pub tail: Tail,
+}
+
+/// What the verified clients' snapshots cost, per snapshot and per object.
+#[derive(Debug, Serialize)]
+pub struct ViewSizes {
+    pub totals: crate::views::Sizes,
+    pub bytes_per_snapshot: f64,
+    /// The objects' part of a snapshot (see `Sizes::object_bytes`).
+    pub object_bytes_per_snapshot: f64,
+    pub objects_per_snapshot: f64,
+    pub moving_per_snapshot: f64,
+    pub resting_per_snapshot: f64,
+    /// Object bytes over moving objects: everything the objects cost, charged to the ones
+    /// that moved.
+    pub object_bytes_per_moving_object: Option<f64>,
+    /// Whole messages over moving objects.
+    pub bytes_per_moving_object: Option<f64>,
+}
+
+impl ViewSizes {
+    pub fn of(t: crate::views::Sizes) -> Option<Self> {
+        (t.snapshots > 0).then(|| {
+            let n = t.snapshots as f64;
+            let per_moving = |b: u64| (t.moving > 0).then(|| round2(b as f64 / t.moving as f64));
+            ViewSizes {
+                bytes_per_snapshot: round2(t.frame_bytes as f64 / n),
+                object_bytes_per_snapshot: round2(t.object_bytes as f64 / n),
+                objects_per_snapshot: round2(t.objects as f64 / n),
+                moving_per_snapshot: round2(t.moving as f64 / n),
+                resting_per_snapshot: round2(t.resting as f64 / n),
+                object_bytes_per_moving_object: per_moving(t.object_bytes),
+                bytes_per_moving_object: per_moving(t.frame_bytes),
+                totals: t,
+            }
+        })
+    }
 }
 
 /// What the game clients' protocol 2 views did during the hold.
@@ -339,8 +378,15 @@ impl Report {
             inputs,
             views: None,
             protocol: 1,
+            view_sizes: None,
             tail: common.tail,
         }
+    }
+
+    /// Adds what the verified clients' snapshots cost.
+    pub fn with_sizes(mut self, sizes: crate::views::Sizes) -> Self {
+        self.view_sizes = ViewSizes::of(sizes);
+        self
     }
 
     /// Adds what protocol 2 views did (nothing for protocol 1).
@@ -378,6 +424,27 @@ impl Report {
             format!("{} sent, {} acked", self.inputs.sent, self.inputs.acked),
         );
         t.row("protocol", self.protocol);
+        if let Some(z) = &self.view_sizes {
+            t.row(
+                "snapshot size",
+                format!(
+                    "{} B ({} B of objects) for {} objects, {} moving, {} resting",
+                    z.bytes_per_snapshot,
+                    z.object_bytes_per_snapshot,
+                    z.objects_per_snapshot,
+                    z.moving_per_snapshot,
+                    z.resting_per_snapshot
+                ),
+            );
+            if let (Some(o), Some(b)) =
+                (z.object_bytes_per_moving_object, z.bytes_per_moving_object)
+            {
+                t.row(
+                    "per moving object",
+                    format!("{o} B of objects, {b} B of messages"),
+                );
+            }
+        }
         if let Some(v) = &self.views {
             let (a, f) = (&v.all, &v.verified);
             t.row(
@@ -847,11 +914,46 @@ mod tests {
                 acked: 90,
             },
         )
+        .with_sizes(crate::views::Sizes {
+            snapshots: 400,
+            frame_bytes: 24_000,
+            object_bytes: 8_000,
+            objects: 4_000,
+            moving: 3_000,
+            resting: 800,
+        })
+        .with_views(
+            2,
+            Views {
+                verified_clients: 4,
+                all: crate::views::ViewCounts {
+                    keyframes: 12,
+                    deltas: 4_700,
+                    missed_bases: 1,
+                    mismatches: 0,
+                },
+                verified: crate::views::ViewCounts {
+                    keyframes: 5,
+                    deltas: 395,
+                    missed_bases: 1,
+                    mismatches: 0,
+                },
+                recovery_us: LatencySummary::of(&h),
+            },
+        )
     }
 
     #[test]
     fn game_table_and_json_are_stable() {
         let r = sample_game_report();
+        if std::env::var_os("REGENERATE_GOLDEN").is_some() {
+            std::fs::write("testdata/game-report.txt", r.table()).unwrap();
+            std::fs::write(
+                "testdata/game-report.json",
+                serde_json::to_string_pretty(&r).unwrap(),
+            )
+            .unwrap();
+        }
         assert_eq!(r.table(), include_str!("../testdata/game-report.txt"));
         assert_eq!(
             serde_json::to_string_pretty(&r).unwrap(),

@@ -63,12 +63,61 @@ impl ViewCounts {
     }
 }
 
-/// Rebuilds the whole view and checks it.
+/// What a verified client's snapshots cost, summed over the snapshots it applied.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Sizes {
+    pub snapshots: u64,
+    /// Whole WebSocket messages.
+    pub frame_bytes: u64,
+    /// The objects' part: protocol 2, the view's columns (without its view number, base and
+    /// checksum); protocol 1, the `objects` fields.
+    pub object_bytes: u64,
+    /// Objects in the view after each snapshot.
+    pub objects: u64,
+    /// Of those, present in the previous snapshot too, at another position / the same one.
+    pub moving: u64,
+    pub resting: u64,
+}
+
+impl Sizes {
+    pub fn add(&mut self, o: &Sizes) {
+        self.snapshots += o.snapshots;
+        self.frame_bytes += o.frame_bytes;
+        self.object_bytes += o.object_bytes;
+        self.objects += o.objects;
+        self.moving += o.moving;
+        self.resting += o.resting;
+    }
+
+    /// Counts moving and resting objects between two id-sorted position lists.
+    fn compare(&mut self, before: &[(u32, u32, u32)], after: &[(u32, u32, u32)]) {
+        self.snapshots += 1;
+        self.objects += after.len() as u64;
+        let mut b = 0;
+        for a in after {
+            while b < before.len() && before[b].0 < a.0 {
+                b += 1;
+            }
+            if let Some(p) = before.get(b).filter(|p| p.0 == a.0) {
+                if (p.1, p.2) == (a.1, a.2) {
+                    self.resting += 1;
+                } else {
+                    self.moving += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Rebuilds the whole view and checks it, and measures what its snapshots cost.
 #[derive(Debug, Default)]
 pub struct Verifier {
     state: ViewState,
     /// When the first delta it could not apply arrived, until something applies again.
     missed_at: Option<Instant>,
+    /// Positions after the last snapshot, by id.
+    positions: Vec<(u32, u32, u32)>,
+    pub sizes: Sizes,
 }
 
 /// What [`Verifier::apply`] found.
@@ -83,10 +132,33 @@ pub struct Verified {
 }
 
 impl Verifier {
-    pub fn apply(&mut self, me: u32, tick: u64, view: &[u8], now: Instant) -> Verified {
-        let result = View::decode(view)
-            .map_err(|_| ApplyError::Malformed("not a View"))
-            .and_then(|v| self.state.apply(tick, &v));
+    /// Applies a protocol 2 view, from a WebSocket message of `frame_len` bytes.
+    pub fn apply(
+        &mut self,
+        me: u32,
+        tick: u64,
+        view: &[u8],
+        frame_len: usize,
+        now: Instant,
+    ) -> Verified {
+        let decoded = View::decode(view).map_err(|_| ApplyError::Malformed("not a View"));
+        let result = decoded
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|v| self.state.apply(tick, v));
+        if let (Ok(v), Ok(_)) = (&decoded, &result) {
+            use prost::encoding::encoded_len_varint;
+            let header = [
+                (v.view != 0).then(|| 1 + encoded_len_varint(u64::from(v.view))),
+                (v.base_tick != 0).then(|| 1 + encoded_len_varint(v.base_tick)),
+                (v.checksum != 0).then_some(5),
+            ];
+            self.sizes.frame_bytes += frame_len as u64;
+            self.sizes.object_bytes += (view.len() - header.iter().flatten().sum::<usize>()) as u64;
+            let after: Vec<_> = self.state.rows().iter().map(|r| (r.id, r.x, r.y)).collect();
+            self.sizes.compare(&self.positions, &after);
+            self.positions = after;
+        }
         let seen = match result {
             Ok(true) => Some(Seen::Keyframe),
             Ok(false) => Some(Seen::Delta),
@@ -105,6 +177,36 @@ impl Verifier {
             acked: self.state.get(me).map(|r| r.seq),
             recovered_after,
         }
+    }
+
+    /// Measures a protocol 1 snapshot (`frame`, a whole ServerMessage): what it costs and how
+    /// many of its objects moved. Nothing to check: it is the whole state.
+    pub fn observe_full(&mut self, frame: &[u8]) {
+        use tickroom_proto::v1::{ServerMessage, object::State, server_message::Body};
+        let Ok(ServerMessage {
+            body: Some(Body::Snapshot(snap)),
+            ..
+        }) = ServerMessage::decode(frame)
+        else {
+            return;
+        };
+        let mut after: Vec<_> = snap
+            .objects
+            .iter()
+            .filter_map(|o| match &o.state {
+                Some(State::Entity(e)) => Some((o.id, (e.x * 64.0) as u32, (e.y * 64.0) as u32)),
+                _ => None,
+            })
+            .collect();
+        after.sort_unstable();
+        self.sizes.frame_bytes += frame.len() as u64;
+        self.sizes.object_bytes += snap
+            .objects
+            .iter()
+            .map(|o| prost::encoding::message::encoded_len(2, o) as u64)
+            .sum::<u64>();
+        self.sizes.compare(&self.positions, &after);
+        self.positions = after;
     }
 
     #[cfg(test)]
@@ -262,7 +364,7 @@ mod tests {
         let (mut own, mut full) = (Own::default(), Verifier::default());
         let now = Instant::now();
         assert_eq!(own.apply(9, 10, &k.encode_to_vec()), Ok(Seen::Keyframe));
-        let v = full.apply(9, 10, &k.encode_to_vec(), now);
+        let v = full.apply(9, 10, &k.encode_to_vec(), 0, now);
         assert_eq!((v.seen, v.acked), (Some(Seen::Keyframe), Some(77)));
         assert_eq!(own.row(), full.state().get(9));
         // Tick 11: 2 and 12 as predicted, 9 turned and its seq jumped by 3; then tick 12 as
@@ -280,7 +382,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(own.apply(9, 11, &d.encode_to_vec()), Ok(Seen::Delta));
-        let v = full.apply(9, 11, &d.encode_to_vec(), now);
+        let v = full.apply(9, 11, &d.encode_to_vec(), 0, now);
         assert_eq!((v.seen, v.acked), (Some(Seen::Delta), Some(80)));
         assert_eq!(own.row(), full.state().get(9));
         let next = after.map(|r| r.predicted());
@@ -291,7 +393,10 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(own.apply(9, 12, &d.encode_to_vec()), Ok(Seen::Delta));
-        assert_eq!(full.apply(9, 12, &d.encode_to_vec(), now).acked, Some(83));
+        assert_eq!(
+            full.apply(9, 12, &d.encode_to_vec(), 0, now).acked,
+            Some(83)
+        );
         assert_eq!(own.row(), full.state().get(9));
         assert_eq!(own.row().unwrap().seq, 83);
     }
@@ -303,7 +408,7 @@ mod tests {
         let t0 = Instant::now();
         let k = keyframe(&rows).encode_to_vec();
         own.apply(4, 1, &k).unwrap();
-        full.apply(4, 1, &k, t0);
+        full.apply(4, 1, &k, 0, t0);
         let orphan = View {
             view: 3,
             base_tick: 7,
@@ -311,15 +416,15 @@ mod tests {
         }
         .encode_to_vec();
         assert_eq!(own.apply(4, 8, &orphan), Ok(Seen::MissedBase));
-        let v = full.apply(4, 8, &orphan, t0);
+        let v = full.apply(4, 8, &orphan, 0, t0);
         assert_eq!((v.seen, v.recovered_after), (Some(Seen::MissedBase), None));
         let later = t0 + Duration::from_millis(17);
-        let v = full.apply(4, 9, &k, later);
+        let v = full.apply(4, 9, &k, 0, later);
         assert_eq!(v.seen, Some(Seen::Keyframe));
         assert_eq!(v.recovered_after, Some(Duration::from_millis(17)));
         // A wrong checksum is a mismatch, not a view.
         let mut bad = keyframe(&rows);
         bad.checksum ^= 4;
-        assert_eq!(full.apply(4, 10, &bad.encode_to_vec(), later).seen, None);
+        assert_eq!(full.apply(4, 10, &bad.encode_to_vec(), 0, later).seen, None);
     }
 }
