@@ -13,7 +13,7 @@ use prost::bytes::Buf;
 use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
 use tickroom_proto::Message as _;
 use tickroom_proto::v1::View;
-use tickroom_proto::view::{ApplyError, Row, ViewState};
+use tickroom_proto::view::{ApplyError, HAS_SEQ, HAS_XY, Row, ViewState, unzigzag};
 use tokio::time::{Duration, Instant};
 
 use crate::scan::Malformed;
@@ -21,11 +21,8 @@ use crate::scan::Malformed;
 // Field numbers of View (proto/tickroom.proto).
 const VIEW: u32 = 1;
 const BASE_TICK: u32 = 2;
-const REMOVE_ID: u32 = 4;
-const ADD_ID: u32 = 5;
-const MOVE_ID: u32 = 13;
-const MOVE_X: u32 = 14;
-const LAST: u32 = 16;
+const REMOVED: u32 = 4;
+const ADDED: u32 = 6;
 
 /// What applying one view did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,7 +216,24 @@ impl Verifier {
 #[derive(Debug, Default)]
 pub struct Own {
     row: Option<Row>,
+    /// Its position in the state: how many objects of the view have a lower id.
+    pos: usize,
     at: Option<(u32, u64)>,
+}
+
+/// The varints of a packed list.
+struct Packed<'a>(&'a [u8]);
+
+impl Packed<'_> {
+    fn next(&mut self) -> Option<Result<u32, Malformed>> {
+        self.0
+            .has_remaining()
+            .then(|| Ok(decode_varint(&mut self.0)? as u32))
+    }
+
+    fn take(&mut self) -> Result<u32, Malformed> {
+        self.next().unwrap_or(Err(Malformed))
+    }
 }
 
 impl Own {
@@ -231,50 +245,64 @@ impl Own {
     /// Applies the view of the snapshot of `tick` to object `me` only.
     pub fn apply(&mut self, me: u32, tick: u64, mut view: &[u8]) -> Result<Seen, Malformed> {
         let (mut number, mut base) = (0u32, 0u64);
-        let mut cols: [&[u8]; LAST as usize + 1] = [&[]; LAST as usize + 1];
+        let mut lists: [&[u8]; 3] = [&[]; 3];
         while view.has_remaining() {
             let (tag, wire) = decode_key(&mut view)?;
             match (tag, wire) {
                 (VIEW, WireType::Varint) => number = decode_varint(&mut view)? as u32,
                 (BASE_TICK, WireType::Varint) => base = decode_varint(&mut view)?,
-                (REMOVE_ID..=LAST, WireType::LengthDelimited) => {
+                (REMOVED..=ADDED, WireType::LengthDelimited) => {
                     let len = usize::try_from(decode_varint(&mut view)?).map_err(|_| Malformed)?;
-                    let (col, rest) = view.split_at_checked(len).ok_or(Malformed)?;
-                    cols[tag as usize] = col;
+                    let (list, rest) = view.split_at_checked(len).ok_or(Malformed)?;
+                    lists[(tag - REMOVED) as usize] = list;
                     view = rest;
                 }
-                // Columns are always packed; anything else is not what the server sends.
-                (REMOVE_ID..=LAST, _) => return Err(Malformed),
+                // The lists are always packed; anything else is not what the server sends.
+                (REMOVED..=ADDED, _) => return Err(Malformed),
                 _ => skip_field(wire, tag, &mut view, DecodeContext::default())?,
             }
         }
         if base != 0 && self.at != Some((number, base)) {
             return Ok(Seen::MissedBase);
         }
-        let col = |field: u32| cols[field as usize];
-        if base == 0 || find(col(REMOVE_ID), me)?.is_some() {
+        let [removed, moved, mut added] = lists.map(Packed);
+        if base == 0 {
             self.row = None;
-        } else if let Some(r) = &mut self.row {
-            *r = r.predicted();
-            if let Some(i) = find(col(MOVE_ID), me)? {
-                let [rx, ry, rs] = [0, 1, 2].map(|k| nth(col(MOVE_X + k), i).map(zigzag));
-                r.correct(rx?, ry?, rs?);
+        } else if self.row.is_some() {
+            self.follow(removed, moved)?;
+        }
+        // Additions: count those below it, or find it.
+        let kept = self.row.is_some();
+        let (mut id, mut below) = (0u32, 0);
+        while let Some(gap) = added.next() {
+            id = id.checked_add(gap?).ok_or(Malformed)?;
+            let mut rest = [0u32; 7];
+            for v in &mut rest {
+                *v = added.take()?;
+            }
+            if id < me {
+                below += 1;
+            } else if id == me && !kept {
+                if base != 0 {
+                    // Entered in a delta: its position among the objects kept is unknown
+                    // here. The server never does this to a client's own avatar (its view
+                    // changes by keyframe); wait for one.
+                    self.row = None;
+                    break;
+                }
+                self.row = Some(Row {
+                    id: me,
+                    kind: rest[0] as i32,
+                    x: rest[1],
+                    y: rest[2],
+                    seq: rest[3],
+                    vx: unzigzag(rest[4]),
+                    vy: unzigzag(rest[5]),
+                    vseq: unzigzag(rest[6]),
+                });
             }
         }
-        if let Some(i) = find(col(ADD_ID), me)? {
-            // add_kind, add_x, add_y, add_seq, then the three signed velocities.
-            let v = |k: u32| nth(col(ADD_ID + k), i);
-            self.row = Some(Row {
-                id: me,
-                kind: v(1)? as i32,
-                x: v(2)? as u32,
-                y: v(3)? as u32,
-                seq: v(4)? as u32,
-                vx: zigzag(v(5)?),
-                vy: zigzag(v(6)?),
-                vseq: zigzag(v(7)?),
-            });
-        }
+        self.pos = if kept { self.pos + below } else { below };
         self.at = Some((number, tick));
         Ok(if base == 0 {
             Seen::Keyframe
@@ -282,42 +310,59 @@ impl Own {
             Seen::Delta
         })
     }
-}
 
-/// Where `id` is in a gap-coded id column.
-fn find(mut col: &[u8], id: u32) -> Result<Option<usize>, Malformed> {
-    let mut at = 0u64;
-    let mut i = 0;
-    while col.has_remaining() {
-        let gap = decode_varint(&mut col)?;
-        at = at.checked_add(gap).ok_or(Malformed)?;
-        if at == u64::from(id) {
-            return Ok(Some(i));
+    /// Removals and residuals, for a row it holds.
+    fn follow(&mut self, mut removed: Packed, mut moved: Packed) -> Result<(), Malformed> {
+        let mut at = 0usize;
+        let mut before = 0;
+        while let Some(skip) = removed.next() {
+            at += skip? as usize;
+            match at.cmp(&self.pos) {
+                std::cmp::Ordering::Less => before += 1,
+                std::cmp::Ordering::Equal => {
+                    self.row = None;
+                    return Ok(());
+                }
+                std::cmp::Ordering::Greater => break,
+            }
+            at += 1;
         }
-        if at > u64::from(id) {
-            break;
+        self.pos -= before;
+        let Some(r) = &mut self.row else {
+            return Ok(());
+        };
+        *r = r.predicted();
+        let mut at = 0usize;
+        while let Some(head) = moved.next() {
+            let head = head?;
+            at += (head >> 2) as usize;
+            let (rx, ry) = if head & HAS_XY != 0 {
+                (unzigzag(moved.take()?), unzigzag(moved.take()?))
+            } else {
+                (0, 0)
+            };
+            let rs = if head & HAS_SEQ != 0 {
+                unzigzag(moved.take()?)
+            } else {
+                0
+            };
+            if at == self.pos {
+                r.correct(rx, ry, rs);
+                break;
+            }
+            if at > self.pos {
+                break;
+            }
+            at += 1;
         }
-        i += 1;
+        Ok(())
     }
-    Ok(None)
-}
-
-/// The `i`-th varint of a packed column.
-fn nth(mut col: &[u8], i: usize) -> Result<u64, Malformed> {
-    for _ in 0..i {
-        decode_varint(&mut col)?;
-    }
-    Ok(decode_varint(&mut col)?)
-}
-
-fn zigzag(v: u64) -> i32 {
-    ((v >> 1) as i32) ^ -((v & 1) as i32)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tickroom_proto::view::checksum;
+    use tickroom_proto::view::{checksum, zigzag};
 
     fn keyframe(rows: &[Row]) -> View {
         let mut v = View {
@@ -327,15 +372,17 @@ mod tests {
         };
         let mut prev = 0;
         for r in rows {
-            v.add_id.push(r.id - prev);
+            v.added.extend([
+                r.id - prev,
+                r.kind as u32,
+                r.x,
+                r.y,
+                r.seq,
+                zigzag(r.vx),
+                zigzag(r.vy),
+                zigzag(r.vseq),
+            ]);
             prev = r.id;
-            v.add_kind.push(r.kind);
-            v.add_x.push(r.x);
-            v.add_y.push(r.y);
-            v.add_seq.push(r.seq);
-            v.add_vx.push(r.vx);
-            v.add_vy.push(r.vy);
-            v.add_vseq.push(r.vseq);
         }
         v
     }
@@ -357,46 +404,57 @@ mod tests {
     fn the_light_path_follows_its_own_row_like_the_full_state() {
         let rows = [
             row(2, 100, 5, 0, 0),
+            row(5, 7, 0, 0, 0),
             row(9, 5000, -300, 77, 1),
             row(12, 1, 1, 0, 0),
         ];
-        let k = keyframe(&rows);
         let (mut own, mut full) = (Own::default(), Verifier::default());
         let now = Instant::now();
-        assert_eq!(own.apply(9, 10, &k.encode_to_vec()), Ok(Seen::Keyframe));
-        let v = full.apply(9, 10, &k.encode_to_vec(), 0, now);
+        let k = keyframe(&rows).encode_to_vec();
+        assert_eq!(own.apply(9, 10, &k), Ok(Seen::Keyframe));
+        let v = full.apply(9, 10, &k, 0, now);
         assert_eq!((v.seen, v.acked), (Some(Seen::Keyframe), Some(77)));
         assert_eq!(own.row(), full.state().get(9));
-        // Tick 11: 2 and 12 as predicted, 9 turned and its seq jumped by 3; then tick 12 as
-        // predicted for everyone.
-        let mut after = rows.map(|r| r.predicted());
+        // Tick 11: 5 (position 1) left, 2 and 12 as predicted, 9 (now position 1) turned and
+        // its seq jumped by 3, 3 walked in below it.
+        let mut after = [rows[0], rows[2], rows[3]].map(|r| r.predicted());
         after[1].correct(40, -2, 2);
+        let newcomer = row(3, 9, 0, 0, 0);
+        let mut state = vec![after[0], newcomer, after[1], after[2]];
         let d = View {
             view: 3,
             base_tick: 10,
-            checksum: checksum(&after),
-            move_id: vec![9],
-            move_x: vec![40],
-            move_y: vec![-2],
-            move_seq: vec![2],
-            ..Default::default()
-        };
-        assert_eq!(own.apply(9, 11, &d.encode_to_vec()), Ok(Seen::Delta));
-        let v = full.apply(9, 11, &d.encode_to_vec(), 0, now);
+            checksum: checksum(&state),
+            removed: vec![1],
+            moved: vec![
+                (1 << 2) | HAS_XY | HAS_SEQ,
+                zigzag(40),
+                zigzag(-2),
+                zigzag(2),
+            ],
+            added: vec![3, 1, 9, 640, 0, 0, zigzag(-3), 0],
+        }
+        .encode_to_vec();
+        assert_eq!(own.apply(9, 11, &d), Ok(Seen::Delta));
+        let v = full.apply(9, 11, &d, 0, now);
         assert_eq!((v.seen, v.acked), (Some(Seen::Delta), Some(80)));
         assert_eq!(own.row(), full.state().get(9));
-        let next = after.map(|r| r.predicted());
+        // Tick 12: as predicted, but 2 (position 0) went on without its velocity; then 9 is
+        // position 2 and untouched.
+        for r in &mut state {
+            *r = r.predicted();
+        }
+        state[0].correct(-5, 3, 0);
         let d = View {
             view: 3,
             base_tick: 11,
-            checksum: checksum(&next),
+            checksum: checksum(&state),
+            moved: vec![HAS_XY, zigzag(-5), zigzag(3)],
             ..Default::default()
-        };
-        assert_eq!(own.apply(9, 12, &d.encode_to_vec()), Ok(Seen::Delta));
-        assert_eq!(
-            full.apply(9, 12, &d.encode_to_vec(), 0, now).acked,
-            Some(83)
-        );
+        }
+        .encode_to_vec();
+        assert_eq!(own.apply(9, 12, &d), Ok(Seen::Delta));
+        assert_eq!(full.apply(9, 12, &d, 0, now).acked, Some(83));
         assert_eq!(own.row(), full.state().get(9));
         assert_eq!(own.row().unwrap().seq, 83);
     }
@@ -426,5 +484,9 @@ mod tests {
         let mut bad = keyframe(&rows);
         bad.checksum ^= 4;
         assert_eq!(full.apply(4, 10, &bad.encode_to_vec(), 0, later).seen, None);
+        // A list cut inside an entry is malformed for the light path too.
+        let mut cut = keyframe(&rows);
+        cut.added.pop();
+        assert_eq!(own.apply(4, 11, &cut.encode_to_vec()), Err(Malformed));
     }
 }

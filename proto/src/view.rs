@@ -79,6 +79,23 @@ pub fn hash_row(mut h: u32, r: &Row) -> u32 {
     h
 }
 
+/// Protobuf's sint32 zig-zag, used for the signed values of the view's columns.
+pub fn zigzag(n: i32) -> u32 {
+    ((n << 1) ^ (n >> 31)) as u32
+}
+
+/// The inverse of [`zigzag`].
+pub fn unzigzag(v: u32) -> i32 {
+    ((v >> 1) as i32) ^ -((v & 1) as i32)
+}
+
+/// In a `moved` head: the entry has residuals of x and y.
+pub const HAS_XY: u32 = 1;
+/// In a `moved` head: the entry has a residual of seq.
+pub const HAS_SEQ: u32 = 2;
+/// Values per object in `added`.
+pub const ADDED_VALUES: usize = 8;
+
 /// Why a [`View`] was not applied. The state is unchanged after `MissedBase`; after the
 /// others it is cleared (the client must wait for a keyframe).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,8 +106,7 @@ pub enum ApplyError {
         held: Option<(u32, u64)>,
         base: (u32, u64),
     },
-    /// Columns of different lengths, ids not ascending, or an id that is not (or already)
-    /// in the state.
+    /// A list that ends inside an entry, a position past the state, or ids not ascending.
     Malformed(&'static str),
     /// The state after applying does not hash to the message's checksum.
     Checksum { expected: u32, got: u32 },
@@ -113,24 +129,6 @@ impl std::fmt::Display for ApplyError {
 }
 
 impl std::error::Error for ApplyError {}
-
-/// Turns a gap-coded id column into ids, checking that they ascend.
-fn ids(column: &[u32]) -> Result<Vec<u32>, ApplyError> {
-    let mut out = Vec::with_capacity(column.len());
-    let mut prev: Option<u32> = None;
-    for &gap in column {
-        let id = match prev {
-            None => gap,
-            Some(_) if gap == 0 => return Err(ApplyError::Malformed("ids must ascend")),
-            Some(p) => p
-                .checked_add(gap)
-                .ok_or(ApplyError::Malformed("id overflows"))?,
-        };
-        out.push(id);
-        prev = Some(id);
-    }
-    Ok(out)
-}
 
 /// The state of one view as a client reconstructs it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -168,7 +166,7 @@ impl ViewState {
         self.at = None;
     }
 
-    /// Applies the view of the snapshot of `tick`: removes, then prediction and residuals,
+    /// Applies the view of the snapshot of `tick`: removals, then prediction and residuals,
     /// then additions; then checks the checksum. Returns whether it was a keyframe.
     pub fn apply(&mut self, tick: u64, v: &View) -> Result<bool, ApplyError> {
         let keyframe = v.base_tick == 0;
@@ -178,8 +176,7 @@ impl ViewState {
                 base: (v.view, v.base_tick),
             });
         }
-        let result = self.apply_columns(keyframe, v);
-        let result = result.and_then(|()| {
+        let result = self.apply_lists(keyframe, v).and_then(|()| {
             let got = self.checksum();
             if got == v.checksum {
                 Ok(keyframe)
@@ -197,70 +194,76 @@ impl ViewState {
         result
     }
 
-    fn apply_columns(&mut self, keyframe: bool, v: &View) -> Result<(), ApplyError> {
+    fn apply_lists(&mut self, keyframe: bool, v: &View) -> Result<(), ApplyError> {
         if keyframe {
             self.rows.clear();
         }
-        // 1. Removes.
-        let removed = ids(&v.remove_id)?;
-        if !removed.is_empty() {
-            let before = self.rows.len();
-            self.rows.retain(|r| removed.binary_search(&r.id).is_err());
-            if self.rows.len() + removed.len() != before {
-                return Err(ApplyError::Malformed(
-                    "removes an id the view does not hold",
-                ));
+        // 1. Removals, by position in the base state.
+        if !v.removed.is_empty() {
+            let mut gone = vec![false; self.rows.len()];
+            let mut at = 0usize;
+            for &skip in &v.removed {
+                at += skip as usize;
+                *gone
+                    .get_mut(at)
+                    .ok_or(ApplyError::Malformed("removes past the state"))? = true;
+                at += 1;
             }
+            let mut i = 0;
+            self.rows.retain(|_| {
+                i += 1;
+                !gone[i - 1]
+            });
         }
         // 2. Prediction for every object, then the residuals of those that did not follow it.
         for r in &mut self.rows {
             *r = r.predicted();
         }
-        let moved = ids(&v.move_id)?;
-        let n = moved.len();
-        if v.move_x.len() != n || v.move_y.len() != n || v.move_seq.len() != n {
-            return Err(ApplyError::Malformed("move columns differ in length"));
-        }
-        let mut at = 0;
-        for (i, id) in moved.into_iter().enumerate() {
-            // Both ascend, so one forward walk finds every row.
-            while at < self.rows.len() && self.rows[at].id < id {
-                at += 1;
-            }
-            match self.rows.get_mut(at) {
-                Some(r) if r.id == id => r.correct(v.move_x[i], v.move_y[i], v.move_seq[i]),
-                _ => return Err(ApplyError::Malformed("moves an id the view does not hold")),
-            }
+        let mut it = v.moved.iter().copied();
+        let mut at = 0usize;
+        while let Some(head) = it.next() {
+            at += (head >> 2) as usize;
+            let mut next = || {
+                it.next()
+                    .map(unzigzag)
+                    .ok_or(ApplyError::Malformed("moved ends inside an entry"))
+            };
+            let (rx, ry) = if head & HAS_XY != 0 {
+                (next()?, next()?)
+            } else {
+                (0, 0)
+            };
+            let rs = if head & HAS_SEQ != 0 { next()? } else { 0 };
+            self.rows
+                .get_mut(at)
+                .ok_or(ApplyError::Malformed("moves past the state"))?
+                .correct(rx, ry, rs);
+            at += 1;
         }
         // 3. Additions.
-        let added = ids(&v.add_id)?;
-        let n = added.len();
-        if [
-            v.add_kind.len(),
-            v.add_x.len(),
-            v.add_y.len(),
-            v.add_seq.len(),
-            v.add_vx.len(),
-            v.add_vy.len(),
-            v.add_vseq.len(),
-        ]
-        .iter()
-        .any(|len| *len != n)
-        {
-            return Err(ApplyError::Malformed("add columns differ in length"));
+        if v.added.len() % ADDED_VALUES != 0 {
+            return Err(ApplyError::Malformed("added ends inside an entry"));
         }
-        if n > 0 {
-            self.rows.reserve(n);
-            for (i, id) in added.into_iter().enumerate() {
+        if !v.added.is_empty() {
+            let mut prev: Option<u32> = None;
+            for e in v.added.chunks_exact(ADDED_VALUES) {
+                let id = match prev {
+                    None => e[0],
+                    Some(_) if e[0] == 0 => return Err(ApplyError::Malformed("ids must ascend")),
+                    Some(p) => p
+                        .checked_add(e[0])
+                        .ok_or(ApplyError::Malformed("id overflows"))?,
+                };
+                prev = Some(id);
                 self.rows.push(Row {
                     id,
-                    kind: v.add_kind[i],
-                    x: v.add_x[i],
-                    y: v.add_y[i],
-                    seq: v.add_seq[i],
-                    vx: v.add_vx[i],
-                    vy: v.add_vy[i],
-                    vseq: v.add_vseq[i],
+                    kind: e[1] as i32,
+                    x: e[2],
+                    y: e[3],
+                    seq: e[4],
+                    vx: unzigzag(e[5]),
+                    vy: unzigzag(e[6]),
+                    vseq: unzigzag(e[7]),
                 });
             }
             self.rows.sort_unstable_by_key(|r| r.id);
@@ -283,16 +286,18 @@ mod tests {
             ..Default::default()
         };
         let mut prev = 0;
-        for (i, r) in rows.iter().enumerate() {
-            v.add_id.push(if i == 0 { r.id } else { r.id - prev });
+        for r in rows {
+            v.added.extend([
+                r.id - prev,
+                r.kind as u32,
+                r.x,
+                r.y,
+                r.seq,
+                zigzag(r.vx),
+                zigzag(r.vy),
+                zigzag(r.vseq),
+            ]);
             prev = r.id;
-            v.add_kind.push(r.kind);
-            v.add_x.push(r.x);
-            v.add_y.push(r.y);
-            v.add_seq.push(r.seq);
-            v.add_vx.push(r.vx);
-            v.add_vy.push(r.vy);
-            v.add_vseq.push(r.vseq);
         }
         v
     }
@@ -340,49 +345,51 @@ mod tests {
                 vseq: 1,
             },
         ];
-        assert_eq!(checksum(&key), EXAMPLE_KEY_CHECKSUM);
+        assert_eq!(checksum(&key), 0xbcdf_0d30);
     }
 
-    /// docs/protocol.md section 4.4 quotes it.
-    const EXAMPLE_KEY_CHECKSUM: u32 = 0xbcdf_0d30;
+    #[test]
+    fn zigzag_is_protobufs() {
+        for (n, z) in [(0, 0), (-1, 1), (1, 2), (-2, 3), (107, 214), (-213, 425)] {
+            assert_eq!(zigzag(n), z);
+            assert_eq!(unzigzag(z), n);
+        }
+        assert_eq!(unzigzag(zigzag(i32::MIN)), i32::MIN);
+    }
 
     #[test]
     fn a_delta_predicts_corrects_removes_and_adds() {
         let mut s = ViewState::default();
-        let rows = [bot(1, 1000, 10), bot(3, 500, 0)];
+        let rows = [bot(1, 1000, 10), bot(3, 500, 0), bot(5, 70, 2)];
         assert_eq!(s.apply(5, &keyframe(7, &rows)), Ok(true));
-        // Tick 6: bot 1 went on as predicted, bot 3 was pushed by 4, bot 9 walked in and
-        // bot 1... stays; nothing removed.
-        let mut after = [bot(1, 1010, 10), bot(3, 504, 4), bot(9, 7, -1)];
+        // Tick 6: bot 1 went on as predicted, bot 3 (position 1) was pushed by 4 and its seq
+        // went up 1, bot 5 left, bot 9 walked in.
+        let after = [
+            bot(1, 1010, 10),
+            Row {
+                seq: 1,
+                vseq: 1,
+                ..bot(3, 504, 4)
+            },
+            bot(9, 7, -1),
+        ];
         let delta = View {
             view: 7,
             base_tick: 5,
             checksum: checksum(&after),
-            move_id: vec![3],
-            move_x: vec![4],
-            move_y: vec![0],
-            move_seq: vec![0],
-            add_id: vec![9],
-            add_kind: vec![2],
-            add_x: vec![7],
-            add_y: vec![100],
-            add_seq: vec![0],
-            add_vx: vec![-1],
-            add_vy: vec![0],
-            add_vseq: vec![0],
-            ..Default::default()
+            removed: vec![2],
+            moved: vec![(1 << 2) | HAS_XY | HAS_SEQ, zigzag(4), 0, zigzag(1)],
+            added: vec![9, 2, 7, 100, 0, zigzag(-1), 0, 0],
         };
         assert_eq!(s.apply(6, &delta), Ok(false));
         assert_eq!(s.rows(), &after);
-        // Tick 7: bot 3 removed; the others as predicted.
-        after[0].x = 1020;
-        after[2].x = 6;
-        let rest = [after[0], after[2]];
+        // Tick 7: bot 3 removed (position 1); the others as predicted.
+        let rest = [bot(1, 1020, 10), bot(9, 6, -1)];
         let delta = View {
             view: 7,
             base_tick: 6,
             checksum: checksum(&rest),
-            remove_id: vec![3],
+            removed: vec![1],
             ..Default::default()
         };
         assert_eq!(s.apply(7, &delta), Ok(false));
@@ -415,32 +422,50 @@ mod tests {
     }
 
     #[test]
-    fn a_wrong_checksum_or_bad_columns_clear_the_state() {
+    fn a_wrong_checksum_or_bad_lists_clear_the_state() {
         let mut s = ViewState::default();
         let mut k = keyframe(1, &[bot(1, 0, 1)]);
         k.checksum ^= 1;
         assert!(matches!(s.apply(1, &k), Err(ApplyError::Checksum { .. })));
         assert_eq!(s.at(), None);
         let mut k = keyframe(1, &[bot(1, 0, 1), bot(2, 0, 1)]);
-        k.add_x.pop();
+        k.added.pop();
         assert_eq!(
             s.apply(1, &k),
-            Err(ApplyError::Malformed("add columns differ in length"))
+            Err(ApplyError::Malformed("added ends inside an entry"))
         );
         let mut k = keyframe(1, &[bot(1, 0, 1), bot(2, 0, 1)]);
-        k.add_id[1] = 0;
+        k.added[ADDED_VALUES] = 0;
         assert_eq!(
             s.apply(1, &k),
             Err(ApplyError::Malformed("ids must ascend"))
         );
-        s.apply(1, &keyframe(1, &[bot(1, 0, 1)])).unwrap();
-        let d = View {
-            view: 1,
-            base_tick: 1,
-            remove_id: vec![2],
-            ..Default::default()
-        };
-        assert!(matches!(s.apply(2, &d), Err(ApplyError::Malformed(_))));
-        assert_eq!(s.at(), None);
+        for bad in [
+            View {
+                view: 1,
+                base_tick: 1,
+                removed: vec![1],
+                ..Default::default()
+            },
+            View {
+                view: 1,
+                base_tick: 1,
+                moved: vec![HAS_XY, 2],
+                ..Default::default()
+            },
+            View {
+                view: 1,
+                base_tick: 1,
+                moved: vec![(1 << 2) | HAS_SEQ, 2],
+                ..Default::default()
+            },
+        ] {
+            s.apply(1, &keyframe(1, &[bot(1, 0, 1)])).unwrap();
+            assert!(
+                matches!(s.apply(2, &bad), Err(ApplyError::Malformed(_))),
+                "{bad:?}"
+            );
+            assert_eq!(s.at(), None);
+        }
     }
 }

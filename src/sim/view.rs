@@ -6,7 +6,7 @@
 //! writes gives back exactly the state it describes.
 
 use tickroom_proto::v1::View;
-use tickroom_proto::view::{OFFSET, Row, hash_row};
+use tickroom_proto::view::{ADDED_VALUES, HAS_SEQ, HAS_XY, OFFSET, Row, hash_row, zigzag};
 
 /// What the members of one view hold: the state after the view's last snapshot.
 #[derive(Debug, Default)]
@@ -37,47 +37,25 @@ pub fn advance(held: &[Row], now: &mut [Row]) -> u32 {
     h
 }
 
-/// Gap-codes an ascending id column as it is filled.
-struct Ids {
-    prev: Option<u32>,
-}
-
-impl Ids {
-    fn new() -> Self {
-        Self { prev: None }
-    }
-
-    fn push(&mut self, column: &mut Vec<u32>, id: u32) {
-        column.push(self.prev.map_or(id, |p| id - p));
-        self.prev = Some(id);
-    }
-}
-
 fn clear(v: &mut View) {
-    v.remove_id.clear();
-    v.add_id.clear();
-    v.add_kind.clear();
-    v.add_x.clear();
-    v.add_y.clear();
-    v.add_seq.clear();
-    v.add_vx.clear();
-    v.add_vy.clear();
-    v.add_vseq.clear();
-    v.move_id.clear();
-    v.move_x.clear();
-    v.move_y.clear();
-    v.move_seq.clear();
+    v.removed.clear();
+    v.moved.clear();
+    v.added.clear();
 }
 
-fn add(v: &mut View, ids: &mut Ids, r: &Row) {
-    ids.push(&mut v.add_id, r.id);
-    v.add_kind.push(r.kind);
-    v.add_x.push(r.x);
-    v.add_y.push(r.y);
-    v.add_seq.push(r.seq);
-    v.add_vx.push(r.vx);
-    v.add_vy.push(r.vy);
-    v.add_vseq.push(r.vseq);
+/// Appends an entering object to `added`, after the one with id `prev`.
+fn add(v: &mut View, prev: &mut Option<u32>, r: &Row) {
+    v.added.extend([
+        prev.map_or(r.id, |p| r.id - p),
+        r.kind as u32,
+        r.x,
+        r.y,
+        r.seq,
+        zigzag(r.vx),
+        zigzag(r.vy),
+        zigzag(r.vseq),
+    ]);
+    *prev = Some(r.id);
 }
 
 /// Writes the keyframe of state `rows` (checksum `sum`) into `v`.
@@ -86,21 +64,27 @@ pub fn keyframe(view: u32, rows: &[Row], sum: u32, v: &mut View) {
     v.view = view;
     v.base_tick = 0;
     v.checksum = sum;
-    let mut ids = Ids::new();
+    v.added.reserve(rows.len() * ADDED_VALUES);
+    let mut prev = None;
     for r in rows {
-        add(v, &mut ids, r);
+        add(v, &mut prev, r);
     }
 }
 
 /// Writes the delta from `held` (the state after the snapshot of `base_tick`) to `next`
 /// (checksum `sum`, built by [`advance`]) into `v`. Objects that moved as predicted cost
-/// nothing.
+/// nothing; the others are addressed by position, which takes one byte where an id could
+/// take two.
 pub fn delta(view: u32, base_tick: u64, held: &[Row], next: &[Row], sum: u32, v: &mut View) {
     clear(v);
     v.view = view;
     v.base_tick = base_tick;
     v.checksum = sum;
-    let (mut removed, mut added, mut moved) = (Ids::new(), Ids::new(), Ids::new());
+    // Positions: `base` in the held state (removals), `kept` among the objects that stay
+    // (residuals); each list counts the objects skipped since its previous entry.
+    let (mut base, mut last_removed) = (0u32, 0u32);
+    let (mut kept, mut last_moved) = (0u32, 0u32);
+    let mut prev_added = None;
     let (mut i, mut j) = (0, 0);
     while i < held.len() || j < next.len() {
         match (held.get(i), next.get(j)) {
@@ -111,21 +95,33 @@ pub fn delta(view: u32, base_tick: u64, held: &[Row], next: &[Row], sum: u32, v:
                     n.y.wrapping_sub(p.y) as i32,
                     n.seq.wrapping_sub(p.seq) as i32,
                 );
-                if (rx, ry, rs) != (0, 0, 0) {
-                    moved.push(&mut v.move_id, n.id);
-                    v.move_x.push(rx);
-                    v.move_y.push(ry);
-                    v.move_seq.push(rs);
+                let xy = (rx, ry) != (0, 0);
+                if xy || rs != 0 {
+                    let head = ((kept - last_moved) << 2)
+                        | if xy { HAS_XY } else { 0 }
+                        | if rs != 0 { HAS_SEQ } else { 0 };
+                    v.moved.push(head);
+                    if xy {
+                        v.moved.extend([zigzag(rx), zigzag(ry)]);
+                    }
+                    if rs != 0 {
+                        v.moved.push(zigzag(rs));
+                    }
+                    last_moved = kept + 1;
                 }
+                kept += 1;
+                base += 1;
                 i += 1;
                 j += 1;
             }
             (Some(b), n) if n.is_none_or(|n| b.id < n.id) => {
-                removed.push(&mut v.remove_id, b.id);
+                v.removed.push(base - last_removed);
+                last_removed = base + 1;
+                base += 1;
                 i += 1;
             }
             (_, Some(n)) => {
-                add(v, &mut added, n);
+                add(v, &mut prev_added, n);
                 j += 1;
             }
             (_, None) => unreachable!("the loop runs while either side has rows"),
@@ -182,8 +178,8 @@ mod tests {
         keyframe(5, &t100, checksum(&t100), &mut v);
         assert_eq!(
             hex(&v.encode_to_vec()),
-            "08 05 1d 30 0d df bc 2a 02 03 04 32 02 02 01 3a 05 80 32 90 fa 01 42 04 80 64 80 05 \
-             4a 02 00 29 52 03 d6 01 00 5a 03 00 a9 03 62 02 00 02"
+            "08 05 1d 30 0d df bc 32 17 03 02 80 32 80 64 00 d6 01 00 00 04 01 90 fa 01 80 05 \
+             29 00 a9 03 02"
         );
         let mut t101 = [t100[0], t100[1]];
         t101[0].x = 6507;
@@ -195,7 +191,7 @@ mod tests {
         delta(5, 100, &t100, &t101, sum, &mut v);
         assert_eq!(
             hex(&v.encode_to_vec()),
-            "08 05 10 64 1d 6f 02 cb c7 6a 01 07 72 01 1c 7a 01 06 82 01 01 00"
+            "08 05 10 64 1d 6f 02 cb c7 2a 03 05 1c 06"
         );
     }
 
@@ -213,7 +209,7 @@ mod tests {
         let sum = advance(&held, &mut next);
         let mut v = View::default();
         delta(0, 9, &held, &next, sum, &mut v);
-        assert!(v.move_id.is_empty() && v.add_id.is_empty() && v.remove_id.is_empty());
+        assert!(v.moved.is_empty() && v.added.is_empty() && v.removed.is_empty());
         // A view with nothing unexpected is its header only: view 0, base, checksum.
         assert_eq!(v.encoded_len(), 2 + 5);
     }
