@@ -30,10 +30,12 @@ RUN mkdir -p src client-sim/src benches/load_targets \
  && rm -rf src
 
 # 2. The server's sources (client-sim and the benches keep their stand-ins: the binary does
-#    not use them). COPY keeps the files' own modification times, which may be older than the
-#    stand-ins' build: touch them so cargo rebuilds the tickroom crate itself.
+#    not use them) and the built browser page it embeds (web/dist/, committed). COPY keeps the
+#    files' own modification times, which may be older than the stand-ins' build: touch them
+#    so cargo rebuilds the tickroom crate itself.
 COPY src/ src/
 COPY config/ config/
+COPY web/dist/ web/dist/
 RUN touch src/main.rs src/lib.rs \
  && cargo build --release --locked --bin tickroom \
  && install -D -m 0755 target/release/tickroom /out/tickroom

@@ -23,15 +23,27 @@ PORTS_FREE = for p in $(LOAD_PORT) $(LOAD_OPS_PORT); do \
 	if curl -s -o /dev/null --max-time 1 http://127.0.0.1:$$p/; then \
 		echo "port $$p is in use: stop what listens there or set LOAD_PORT/LOAD_OPS_PORT" >&2; exit 1; fi; done
 
-.PHONY: run test lint fmt build release bench bench-load load soak flamegraph clean
+.PHONY: run test lint fmt build release bench bench-load load soak flamegraph clean web web-deps
 
 ## run: serve the demo (arena game room) on 127.0.0.1:8080, ops on 127.0.0.1:9090
 run:
 	$(CARGO) run --release --bin tickroom -- serve
 
-## test: formatting, lints, unit and integration tests (what CI runs)
-test: lint
+## test: formatting, lints, unit and integration tests (what CI runs); the browser tests need
+## web/node_modules (web-deps) and Debian's chromium
+test: lint web-deps
 	$(CARGO) test --workspace
+
+## web: regenerate web/src/gen from proto/ and rebuild web/dist (commit both: the server embeds
+## web/dist, so `make run` needs no Node.js)
+web: web-deps
+	cd web && npm run build
+
+## web-deps: web/node_modules as web/package-lock.json pins it (npm ci), when missing or older
+web-deps: web/node_modules/.package-lock.json
+
+web/node_modules/.package-lock.json: web/package-lock.json
+	cd web && npm ci
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -1,8 +1,9 @@
-//! HTTP routes: the public port (WebSocket, room list, ticker REST API) and the operations
-//! port (health, metrics, profiling, admin API).
+//! HTTP routes: the public port (the browser page, WebSocket, room list, ticker REST API)
+//! and the operations port (health, metrics, profiling, admin API).
 
 pub mod admin;
 pub mod api;
+pub mod page;
 pub mod pprof;
 
 use std::sync::Arc;
@@ -80,16 +81,12 @@ async fn rooms(State(hub): State<Arc<SessionHub>>) -> Json<Rooms> {
     })
 }
 
-async fn index() -> &'static str {
-    "tickroom: open a WebSocket at /ws and send protobuf ClientMessage frames (docs/protocol.md); GET /rooms lists rooms; ticker rooms: POST /api/v1/sessions, GET /api/v1/quotes\n"
-}
-
-/// Routes of the public port.
-/// Routes of the public port. A request (body included) must be answered within
+/// Routes of the public port: the page (`page`), the WebSocket, the room list and the ticker
+/// REST API. A request (body included) must be answered within
 /// `timeout` and its body be at most `max_body` bytes.
 pub fn public_router(hub: Arc<SessionHub>, timeout: Duration, max_body: usize) -> Router {
     Router::new()
-        .route("/", get(index))
+        .merge(page::router())
         .route("/ws", get(ws_upgrade).fallback(ws_method_not_allowed))
         .route("/rooms", get(rooms))
         .merge(api::router())
