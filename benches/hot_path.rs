@@ -159,43 +159,68 @@ fn snapshot_encode(c: &mut Criterion) {
 }
 
 /// A 60 Hz game tick with area of interest: 100 bots and N players on an 8000 x 8000 world
-/// in 250-unit cells (the `make bench-load` arena), every player moving every tick.
+/// in 250-unit cells (the `make bench-load` arena), every player moving every tick, its
+/// direction turning a little each tick; the players speak protocol 1 (full snapshots) or 2
+/// (quantized deltas). Also prints the bytes per snapshot each protocol hands out.
 fn game_tick_aoi(c: &mut Criterion) {
-    let mut g = c.benchmark_group("game_tick_aoi_100_bots");
-    for players in [1000u64, 3000] {
-        let cfg = GameConfig {
-            bots: 100,
-            max_players: 100_000,
-            world_width: 8000.0,
-            world_height: 8000.0,
-            cell_size: 250.0,
-            ..GameConfig::default()
-        };
-        let mut room = Room::new("bench", cfg.tick_hz, GameRoom::new(cfg));
-        room.begin_tick(1, 0);
-        let outboxes = join_all(&mut room, players, "");
-        run_tick(&mut room);
-        let mut tick = 1;
-        g.throughput(Throughput::Elements(players));
-        g.bench_function(BenchmarkId::from_parameter(players), |b| {
-            b.iter_custom(|iters| {
-                timed_ticks(&mut room, &outboxes, &mut tick, iters, |room, t| {
-                    let angle = t as f32 * 0.05;
-                    for session in 1..=players {
-                        room.handle(client(
-                            session,
-                            Body::Input(tickroom::proto::v1::Input {
-                                seq: t as u32,
-                                move_x: angle.cos(),
-                                move_y: angle.sin(),
-                            }),
-                        ));
-                    }
-                })
-            })
-        });
+    for protocol in [1u32, 2] {
+        let mut g = c.benchmark_group(format!("game_tick_aoi_100_bots_protocol_{protocol}"));
+        for players in [1000u64, 2000, 3000] {
+            let cfg = GameConfig {
+                bots: 100,
+                max_players: 100_000,
+                world_width: 8000.0,
+                world_height: 8000.0,
+                cell_size: 250.0,
+                ..GameConfig::default()
+            };
+            let mut room = Room::new("bench", cfg.tick_hz, GameRoom::new(cfg));
+            room.begin_tick(1, 0);
+            let outboxes: Vec<_> = (1..=players)
+                .map(|session| room.join_speaking(session, "", "", 1 << 16, protocol))
+                .collect();
+            run_tick(&mut room);
+            let mut tick = 1;
+            let inputs = |room: &mut Room<GameRoom>, t: u64| {
+                for session in 1..=players {
+                    let angle = session as f32 * 2.4 + t as f32 * 0.05;
+                    room.handle(client(
+                        session,
+                        Body::Input(tickroom::proto::v1::Input {
+                            seq: t as u32,
+                            move_x: angle.cos(),
+                            move_y: angle.sin(),
+                        }),
+                    ));
+                }
+            };
+            // A second of ticks first: joins' keyframes are behind, the rest is steady.
+            timed_ticks(&mut room, &outboxes, &mut tick, 60, inputs);
+            let (mut bytes, mut frames) = (0usize, 0usize);
+            let mut sink = Vec::new();
+            for _ in 0..60 {
+                tick += 1;
+                room.begin_tick(tick, tick as i64 * 16_667);
+                inputs(&mut room, tick);
+                run_tick(&mut room);
+                for o in &outboxes {
+                    sink.clear();
+                    o.take(&mut sink);
+                    frames += sink.len();
+                    bytes += sink.iter().map(Bytes::len).sum::<usize>();
+                }
+            }
+            eprintln!(
+                "protocol {protocol}, {players} players: {:.1} bytes per message handed out",
+                bytes as f64 / frames.max(1) as f64
+            );
+            g.throughput(Throughput::Elements(players));
+            g.bench_function(BenchmarkId::from_parameter(players), |b| {
+                b.iter_custom(|iters| timed_ticks(&mut room, &outboxes, &mut tick, iters, inputs))
+            });
+        }
+        g.finish();
     }
-    g.finish();
 }
 
 fn outbox(c: &mut Criterion) {

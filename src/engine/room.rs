@@ -602,13 +602,25 @@ impl<S: Simulation> Room<S> {
         resume_token: &str,
         reliable_cap: usize,
     ) -> Arc<Outbox> {
+        self.join_speaking(session, name, resume_token, reliable_cap, 0)
+    }
+
+    /// [`join_new`](Self::join_new) for a client that speaks `protocol` (`Join.protocol`).
+    pub fn join_speaking(
+        &mut self,
+        session: SessionId,
+        name: &str,
+        resume_token: &str,
+        reliable_cap: usize,
+        protocol: u32,
+    ) -> Arc<Outbox> {
         let outbox = Arc::new(Outbox::new(reliable_cap));
         self.handle(Command::Session(SessionCommand::Join(JoinRequest {
             session,
             outbox: outbox.clone(),
             resume_token: resume_token.into(),
             name: name.into(),
-            protocol: 0,
+            protocol,
             reply: None,
         })));
         outbox

@@ -26,8 +26,8 @@ use bytes::BytesMut;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Deserialize;
 use tickroom_proto::v1::{
-    Entity, EntityKind, ErrorCode, Object, ObjectCreated, ObjectDeleted, RoomKind, Snapshot,
-    Welcome, client_message::Body, object::State, server_message::Body as ServerBody,
+    Entity, EntityKind, ErrorCode, Object, ObjectCreated, ObjectDeleted, RoomKind, Welcome,
+    client_message::Body, object::State, server_message::Body as ServerBody,
 };
 use tickroom_proto::view::Row;
 
@@ -352,8 +352,8 @@ pub struct GameRoom {
     /// Per view (cell): what its protocol 2 members hold, and the state being built.
     held: Vec<Held>,
     next: Vec<Vec<Row>>,
-    /// Reused for every protocol 2 snapshot.
-    scratch: Snapshot,
+    /// Writes every protocol 2 view.
+    writer: view::Writer,
 }
 
 impl GameRoom {
@@ -375,10 +375,7 @@ impl GameRoom {
             keyed: Vec::new(),
             held: (0..cells).map(|_| Held::default()).collect(),
             next: vec![Vec::new(); cells],
-            scratch: Snapshot {
-                view: Some(Box::default()),
-                ..Default::default()
-            },
+            writer: view::Writer::default(),
             cfg,
         };
         // Units of 1/POSITION_SCALE per tick.
@@ -706,30 +703,22 @@ impl GameRoom {
             let held = &mut self.held[v as usize];
             let next = &mut self.next[v as usize];
             let sum = view::advance(&held.rows, next);
-            self.scratch.server_time_us = now;
             let k = u64::from(self.cfg.keyframe_interval);
             let periodic = k > 0 && (tick + u64::from(v)) % k == 0;
-            let msg = self
-                .scratch
-                .view
-                .as_mut()
-                .expect("the scratch snapshot has a view");
+            let w = &mut self.writer;
             match held.tick {
                 Some(base) if !periodic => {
-                    view::delta(v, base, &held.rows, next, sum, msg);
-                    let frame = ctx.encode_snapshot(&self.scratch);
+                    let frame =
+                        ctx.encode_snapshot_parts(now, &[w.delta(v, base, &held.rows, next, sum)]);
                     ctx.publish_frame(v, VIEW_SLOT, frame);
                     if wants_key[v as usize] {
-                        let msg = self.scratch.view.as_mut().expect("a view");
-                        view::keyframe(v, next, sum, msg);
-                        let frame = ctx.encode_snapshot(&self.scratch);
+                        let frame = ctx.encode_snapshot_parts(now, &[w.keyframe(v, next, sum)]);
                         ctx.publish_variant(v, KEY, frame);
                     }
                 }
                 // Nobody holds this view yet, or it is its turn: everyone gets the keyframe.
                 _ => {
-                    view::keyframe(v, next, sum, msg);
-                    let frame = ctx.encode_snapshot(&self.scratch);
+                    let frame = ctx.encode_snapshot_parts(now, &[w.keyframe(v, next, sum)]);
                     ctx.publish_frame(v, VIEW_SLOT, frame);
                 }
             }

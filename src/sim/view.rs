@@ -1,12 +1,11 @@
 //! The server's side of protocol 2 views (docs/protocol.md section 4.4): what a view's members
 //! hold, the next state from the objects now in the view, and the delta and keyframe that take
-//! a client there, each written once per view and tick into a reusable `View`.
+//! a client there, each written once per view and tick, straight to bytes, by a [`Writer`].
 //!
 //! `tickroom_proto::view` is the client's side; the tests here check that applying what this
 //! writes gives back exactly the state it describes.
 
-use tickroom_proto::v1::View;
-use tickroom_proto::view::{ADDED_VALUES, HAS_SEQ, HAS_XY, OFFSET, Row, hash_row, zigzag};
+use tickroom_proto::view::{HAS_SEQ, HAS_XY, OFFSET, Row, hash_row, zigzag};
 
 /// What the members of one view hold: the state after the view's last snapshot.
 #[derive(Debug, Default)]
@@ -37,95 +36,169 @@ pub fn advance(held: &[Row], now: &mut [Row]) -> u32 {
     h
 }
 
-fn clear(v: &mut View) {
-    v.removed.clear();
-    v.moved.clear();
-    v.added.clear();
-}
-
-/// Appends an entering object to `added`, after the one with id `prev`.
-fn add(v: &mut View, prev: &mut Option<u32>, r: &Row) {
-    v.added.extend([
-        prev.map_or(r.id, |p| r.id - p),
-        r.kind as u32,
-        r.x,
-        r.y,
-        r.seq,
-        zigzag(r.vx),
-        zigzag(r.vy),
-        zigzag(r.vseq),
-    ]);
-    *prev = Some(r.id);
-}
-
-/// Writes the keyframe of state `rows` (checksum `sum`) into `v`.
-pub fn keyframe(view: u32, rows: &[Row], sum: u32, v: &mut View) {
-    clear(v);
-    v.view = view;
-    v.base_tick = 0;
-    v.checksum = sum;
-    v.added.reserve(rows.len() * ADDED_VALUES);
-    let mut prev = None;
-    for r in rows {
-        add(v, &mut prev, r);
+/// Appends `v` as a protobuf varint. (Ours, not prost's: this runs for every value of every
+/// view of every tick.)
+#[inline]
+fn varint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
     }
+    buf.push(v as u8);
 }
 
-/// Writes the delta from `held` (the state after the snapshot of `base_tick`) to `next`
-/// (checksum `sum`, built by [`advance`]) into `v`. Objects that moved as predicted cost
-/// nothing; the others are addressed by position, which takes one byte where an id could
-/// take two.
-pub fn delta(view: u32, base_tick: u64, held: &[Row], next: &[Row], sum: u32, v: &mut View) {
-    clear(v);
-    v.view = view;
-    v.base_tick = base_tick;
-    v.checksum = sum;
-    // Positions: `base` in the held state (removals), `kept` among the objects that stay
-    // (residuals); each list counts the objects skipped since its previous entry.
-    let (mut base, mut last_removed) = (0u32, 0u32);
-    let (mut kept, mut last_moved) = (0u32, 0u32);
-    let mut prev_added = None;
-    let (mut i, mut j) = (0, 0);
-    while i < held.len() || j < next.len() {
-        match (held.get(i), next.get(j)) {
-            (Some(b), Some(n)) if b.id == n.id => {
-                let p = b.predicted();
-                let (rx, ry, rs) = (
-                    n.x.wrapping_sub(p.x) as i32,
-                    n.y.wrapping_sub(p.y) as i32,
-                    n.seq.wrapping_sub(p.seq) as i32,
-                );
-                let xy = (rx, ry) != (0, 0);
-                if xy || rs != 0 {
-                    let head = ((kept - last_moved) << 2)
-                        | if xy { HAS_XY } else { 0 }
-                        | if rs != 0 { HAS_SEQ } else { 0 };
-                    v.moved.push(head);
-                    if xy {
-                        v.moved.extend([zigzag(rx), zigzag(ry)]);
-                    }
-                    if rs != 0 {
-                        v.moved.push(zigzag(rs));
-                    }
-                    last_moved = kept + 1;
-                }
-                kept += 1;
-                base += 1;
-                i += 1;
-                j += 1;
-            }
-            (Some(b), n) if n.is_none_or(|n| b.id < n.id) => {
-                v.removed.push(base - last_removed);
-                last_removed = base + 1;
-                base += 1;
-                i += 1;
-            }
-            (_, Some(n)) => {
-                add(v, &mut prev_added, n);
-                j += 1;
-            }
-            (_, None) => unreachable!("the loop runs while either side has rows"),
+// Keys of View's fields (proto/tickroom.proto): field number << 3 | wire type.
+const VIEW_KEY: u8 = 1 << 3;
+const BASE_TICK_KEY: u8 = 2 << 3;
+const CHECKSUM_KEY: u8 = (3 << 3) | 5;
+const REMOVED_KEY: u8 = (4 << 3) | 2;
+const MOVED_KEY: u8 = (5 << 3) | 2;
+const ADDED_KEY: u8 = (6 << 3) | 2;
+// Snapshot.view.
+const SNAPSHOT_VIEW_KEY: u8 = (3 << 3) | 2;
+
+/// Writes views: one keyframe or delta at a time, as the bytes of a `Snapshot.view` field
+/// (key, length, `View`), ready to go after a snapshot's other fields. Its buffers are reused
+/// from view to view and tick to tick.
+#[derive(Debug, Default)]
+pub struct Writer {
+    removed: Vec<u8>,
+    moved: Vec<u8>,
+    added: Vec<u8>,
+    view: Vec<u8>,
+    field: Vec<u8>,
+}
+
+impl Writer {
+    fn add(&mut self, prev: &mut Option<u32>, r: &Row) {
+        let a = &mut self.added;
+        varint(a, u64::from(prev.map_or(r.id, |p| r.id - p)));
+        for value in [
+            r.kind as u32,
+            r.x,
+            r.y,
+            r.seq,
+            zigzag(r.vx),
+            zigzag(r.vy),
+            zigzag(r.vseq),
+        ] {
+            varint(a, u64::from(value));
         }
+        *prev = Some(r.id);
+    }
+
+    /// The keyframe of state `rows` (checksum `sum`).
+    pub fn keyframe(&mut self, view: u32, rows: &[Row], sum: u32) -> &[u8] {
+        self.clear();
+        let mut prev = None;
+        for r in rows {
+            self.add(&mut prev, r);
+        }
+        self.finish(view, 0, sum)
+    }
+
+    /// The delta from `held` (the state after the snapshot of `base_tick`) to `next`
+    /// (checksum `sum`, built by [`advance`]). Objects that moved as predicted cost nothing;
+    /// the others are named by position, which takes one byte where an id could take two.
+    pub fn delta(
+        &mut self,
+        view: u32,
+        base_tick: u64,
+        held: &[Row],
+        next: &[Row],
+        sum: u32,
+    ) -> &[u8] {
+        self.clear();
+        // Positions: `base` in the held state (removals), `kept` among the objects that stay
+        // (residuals); each list counts the objects skipped since its previous entry.
+        let (mut base, mut last_removed) = (0u32, 0u32);
+        let (mut kept, mut last_moved) = (0u32, 0u32);
+        let mut prev_added = None;
+        let (mut i, mut j) = (0, 0);
+        while i < held.len() || j < next.len() {
+            match (held.get(i), next.get(j)) {
+                (Some(b), Some(n)) if b.id == n.id => {
+                    let p = b.predicted();
+                    let (rx, ry, rs) = (
+                        n.x.wrapping_sub(p.x) as i32,
+                        n.y.wrapping_sub(p.y) as i32,
+                        n.seq.wrapping_sub(p.seq) as i32,
+                    );
+                    let xy = (rx, ry) != (0, 0);
+                    if xy || rs != 0 {
+                        let head = ((kept - last_moved) << 2)
+                            | if xy { HAS_XY } else { 0 }
+                            | if rs != 0 { HAS_SEQ } else { 0 };
+                        let m = &mut self.moved;
+                        varint(m, u64::from(head));
+                        if xy {
+                            varint(m, u64::from(zigzag(rx)));
+                            varint(m, u64::from(zigzag(ry)));
+                        }
+                        if rs != 0 {
+                            varint(m, u64::from(zigzag(rs)));
+                        }
+                        last_moved = kept + 1;
+                    }
+                    kept += 1;
+                    base += 1;
+                    i += 1;
+                    j += 1;
+                }
+                (Some(b), n) if n.is_none_or(|n| b.id < n.id) => {
+                    varint(&mut self.removed, u64::from(base - last_removed));
+                    last_removed = base + 1;
+                    base += 1;
+                    i += 1;
+                }
+                (_, Some(n)) => {
+                    self.add(&mut prev_added, n);
+                    j += 1;
+                }
+                (_, None) => unreachable!("the loop runs while either side has rows"),
+            }
+        }
+        self.finish(view, base_tick, sum)
+    }
+
+    fn clear(&mut self) {
+        self.removed.clear();
+        self.moved.clear();
+        self.added.clear();
+    }
+
+    /// Wraps the lists into a `View` and that into a `Snapshot.view` field.
+    fn finish(&mut self, view: u32, base_tick: u64, sum: u32) -> &[u8] {
+        let v = &mut self.view;
+        v.clear();
+        if view != 0 {
+            v.push(VIEW_KEY);
+            varint(v, u64::from(view));
+        }
+        if base_tick != 0 {
+            v.push(BASE_TICK_KEY);
+            varint(v, base_tick);
+        }
+        if sum != 0 {
+            v.push(CHECKSUM_KEY);
+            v.extend_from_slice(&sum.to_le_bytes());
+        }
+        for (key, list) in [
+            (REMOVED_KEY, &self.removed),
+            (MOVED_KEY, &self.moved),
+            (ADDED_KEY, &self.added),
+        ] {
+            if !list.is_empty() {
+                v.push(key);
+                varint(v, list.len() as u64);
+                v.extend_from_slice(list);
+            }
+        }
+        self.field.clear();
+        self.field.push(SNAPSHOT_VIEW_KEY);
+        varint(&mut self.field, v.len() as u64);
+        self.field.extend_from_slice(v);
+        &self.field
     }
 }
 
@@ -133,9 +206,15 @@ pub fn delta(view: u32, base_tick: u64, held: &[Row], next: &[Row], sum: u32, v:
 mod tests {
     use proptest::prelude::*;
     use prost::Message;
+    use tickroom_proto::v1::{Snapshot, View};
     use tickroom_proto::view::{ViewState, checksum};
 
     use super::*;
+
+    /// The `View` in a `Snapshot.view` field, through prost.
+    fn decoded(field: &[u8]) -> View {
+        Snapshot::decode(field).unwrap().view.map(|v| *v).unwrap()
+    }
 
     fn row(id: u32, x: u32, vx: i32, seq: u32) -> Row {
         Row {
@@ -174,10 +253,10 @@ mod tests {
                 vseq: 1,
             },
         ];
-        let mut v = View::default();
-        keyframe(5, &t100, checksum(&t100), &mut v);
+        let mut w = Writer::default();
+        let field = w.keyframe(5, &t100, checksum(&t100));
         assert_eq!(
-            hex(&v.encode_to_vec()),
+            hex(&field[2..]),
             "08 05 1d 30 0d df bc 32 17 03 02 80 32 80 64 00 d6 01 00 00 04 01 90 fa 01 80 05 \
              29 00 a9 03 02"
         );
@@ -188,9 +267,10 @@ mod tests {
         t101[1].seq = 42;
         let sum = advance(&t100, &mut t101);
         assert_eq!(sum, 0xc7cb_026f);
-        delta(5, 100, &t100, &t101, sum, &mut v);
+        let field = w.delta(5, 100, &t100, &t101, sum);
+        assert_eq!(&field[..2], [0x1a, 14], "Snapshot.view, 14 bytes");
         assert_eq!(
-            hex(&v.encode_to_vec()),
+            hex(&field[2..]),
             "08 05 10 64 1d 6f 02 cb c7 2a 03 05 1c 06"
         );
     }
@@ -207,11 +287,12 @@ mod tests {
         let held = [row(1, 100, 5, 0), row(2, 300, 0, 7)];
         let mut next = [row(1, 105, 0, 0), row(2, 300, 0, 7)];
         let sum = advance(&held, &mut next);
-        let mut v = View::default();
-        delta(0, 9, &held, &next, sum, &mut v);
+        let mut w = Writer::default();
+        let field = w.delta(0, 9, &held, &next, sum).to_vec();
+        let v = decoded(&field);
         assert!(v.moved.is_empty() && v.added.is_empty() && v.removed.is_empty());
         // A view with nothing unexpected is its header only: view 0, base, checksum.
-        assert_eq!(v.encoded_len(), 2 + 5);
+        assert_eq!(field.len(), 2 + 2 + 5);
     }
 
     /// A world of objects moving about, some leaving and entering the view.
@@ -230,7 +311,7 @@ mod tests {
             let mut held: Vec<Row> = Vec::new();
             let mut held_tick = None;
             let mut client = ViewState::default();
-            let mut v = View::default();
+            let mut w = Writer::default();
             for (t, objects) in ticks.iter().enumerate() {
                 let tick = t as u64 + 1;
                 let mut next: Vec<Row> = objects
@@ -238,16 +319,16 @@ mod tests {
                     .map(|&(id, x, y, seq)| Row { id, kind: 1, x, y, seq, vx: 3, vy: -2, vseq: 1 })
                     .collect();
                 let sum = advance(&held, &mut next);
-                match held_tick {
-                    None => keyframe(4, &next, sum, &mut v),
-                    Some(base) => delta(4, base, &held, &next, sum, &mut v),
-                }
+                let field = match held_tick {
+                    None => w.keyframe(4, &next, sum),
+                    Some(base) => w.delta(4, base, &held, &next, sum),
+                };
                 // Through the wire and back.
-                let v2 = View::decode(v.encode_to_vec().as_slice()).unwrap();
+                let v2 = decoded(field);
                 prop_assert_eq!(client.apply(tick, &v2).map(|_| ()), Ok(()));
                 prop_assert_eq!(client.rows(), &next[..]);
                 // A keyframe of the same state gives a newcomer the same.
-                keyframe(4, &next, sum, &mut v);
+                let v = decoded(w.keyframe(4, &next, sum));
                 let mut fresh = ViewState::default();
                 prop_assert_eq!(fresh.apply(tick, &v).map(|_| ()), Ok(()));
                 prop_assert_eq!(fresh.rows(), &next[..]);
