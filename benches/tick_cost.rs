@@ -18,9 +18,13 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use clap::Parser;
+use prost::Message;
 use tickroom::engine::{Command, Outbox, Room, SessionCommand, wake_drains};
-use tickroom::proto::v1::{Input, client_message::Body};
+use tickroom::proto::v1::{
+    Input, ServerMessage, client_message::Body, object::State, server_message,
+};
 use tickroom::sim::game::{GameConfig, GameRoom};
+use tickroom_proto::view::{ApplyError, ViewState};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -32,12 +36,23 @@ struct Args {
     /// Ticks measured, after a second (60) of warm-up.
     #[arg(long, default_value_t = 60)]
     ticks: u64,
+    /// Players whose messages are decoded (protocol 2: applied to a view state, checksums
+    /// checked) to count moving and resting objects and the bytes they cost.
+    #[arg(long, default_value_t = 32)]
+    sample: usize,
+    /// Writes the sampled players' snapshot messages here, each as a 4-byte little-endian
+    /// length and the bytes (to measure what compression would save).
+    #[arg(long)]
+    dump: Option<std::path::PathBuf>,
+    /// Players stand still (send no input): what resting objects cost.
+    #[arg(long)]
+    idle: bool,
     /// Ignored: `cargo bench` passes it.
     #[arg(long, hide = true)]
     bench: bool,
 }
 
-/// Queues this tick's input of every player.
+/// Queues this tick's input of every player (none when `players` is 0: they stand still).
 fn inputs(room: &mut Room<GameRoom>, players: u64, tick: u64) {
     for session in 1..=players {
         let angle = session as f32 * 2.4 + tick as f32 * 0.05;
@@ -52,7 +67,92 @@ fn inputs(room: &mut Room<GameRoom>, players: u64, tick: u64) {
     }
 }
 
-/// The ticks callgrind counts (`--toggle-collect`); see [`ticks`].
+/// What the sampled players' snapshots held and cost.
+#[derive(Default)]
+struct Sample {
+    states: Vec<ViewState>,
+    positions: Vec<Vec<(u32, u32, u32)>>,
+    snapshots: u64,
+    bytes: u64,
+    object_bytes: u64,
+    objects: u64,
+    moving: u64,
+    resting: u64,
+    keyframes: u64,
+    mismatches: u64,
+    frames: Vec<Vec<u8>>,
+}
+
+impl Sample {
+    /// Reads one sampled player's message.
+    fn read(&mut self, player: usize, frame: &[u8]) {
+        let Ok(ServerMessage {
+            tick,
+            body: Some(server_message::Body::Snapshot(snap)),
+        }) = ServerMessage::decode(frame)
+        else {
+            return;
+        };
+        let (after, object_bytes) = match &snap.view {
+            Some(v) => {
+                match self.states[player].apply(tick, v) {
+                    Ok(key) => self.keyframes += u64::from(key),
+                    // The sample starts mid-stream: it waits for its first keyframe.
+                    Err(ApplyError::MissedBase { .. }) => return,
+                    Err(_) => {
+                        self.mismatches += 1;
+                        return;
+                    }
+                }
+                let rows = self.states[player].rows();
+                let lists = [&v.removed, &v.moved, &v.added]
+                    .map(|l| prost::encoding::uint32::encoded_len_packed(1, l))
+                    .iter()
+                    .sum::<usize>();
+                (
+                    rows.iter().map(|r| (r.id, r.x, r.y)).collect::<Vec<_>>(),
+                    lists,
+                )
+            }
+            None => {
+                let mut after: Vec<_> = snap
+                    .objects
+                    .iter()
+                    .filter_map(|o| match &o.state {
+                        Some(State::Entity(e)) => {
+                            Some((o.id, (e.x * 64.0) as u32, (e.y * 64.0) as u32))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                after.sort_unstable();
+                let bytes = snap
+                    .objects
+                    .iter()
+                    .map(|o| prost::encoding::message::encoded_len(2, o))
+                    .sum();
+                (after, bytes)
+            }
+        };
+        self.snapshots += 1;
+        self.bytes += frame.len() as u64;
+        self.object_bytes += object_bytes as u64;
+        self.objects += after.len() as u64;
+        let before = &self.positions[player];
+        for a in &after {
+            if let Ok(i) = before.binary_search_by_key(&a.0, |p| p.0) {
+                if (before[i].1, before[i].2) == (a.1, a.2) {
+                    self.resting += 1;
+                } else {
+                    self.moving += 1;
+                }
+            }
+        }
+        self.positions[player] = after;
+    }
+}
+
+/// The ticks callgrind counts (`--toggle-collect`); see [`run_ticks`].
 #[inline(never)]
 fn measured(
     room: &mut Room<GameRoom>,
@@ -61,11 +161,11 @@ fn measured(
     from: u64,
     ticks: u64,
 ) -> (usize, usize) {
-    run_ticks(room, outboxes, players, from, ticks)
+    run_ticks(room, outboxes, players, from, ticks, None)
 }
 
 /// Runs `ticks` ticks as the room's driver does, the writers' draining included; returns the
-/// bytes and messages handed out.
+/// bytes and messages handed out. With a sample, its players' messages are read.
 #[inline(never)]
 fn run_ticks(
     room: &mut Room<GameRoom>,
@@ -73,6 +173,7 @@ fn run_ticks(
     players: u64,
     from: u64,
     ticks: u64,
+    mut sample: Option<&mut Sample>,
 ) -> (usize, usize) {
     let (mut bytes, mut messages) = (0, 0);
     let mut sink = Vec::new();
@@ -83,11 +184,19 @@ fn run_ticks(
         let out = room.output();
         wake_drains(&mut out.ready, &mut Vec::new());
         out.clear();
-        for o in outboxes {
+        for (i, o) in outboxes.iter().enumerate() {
             sink.clear();
             o.take(&mut sink);
             messages += sink.len();
             bytes += sink.iter().map(Bytes::len).sum::<usize>();
+            if let Some(s) = sample.as_deref_mut().filter(|s| i < s.states.len()) {
+                for f in &sink {
+                    s.read(i, f);
+                    if s.frames.len() < 1_000_000 {
+                        s.frames.push(f.to_vec());
+                    }
+                }
+            }
         }
     }
     (bytes, messages)
@@ -108,9 +217,11 @@ fn main() {
     let outboxes: Vec<_> = (1..=args.players)
         .map(|s| room.join_speaking(s, "", "", 1 << 16, args.protocol))
         .collect();
-    run_ticks(&mut room, &outboxes, args.players, 1, 60);
+    // Players that send inputs (`inputs` takes a count).
+    let movers = if args.idle { 0 } else { args.players };
+    run_ticks(&mut room, &outboxes, movers, 1, 60, None);
     let started = Instant::now();
-    let (bytes, messages) = measured(&mut room, &outboxes, args.players, 61, args.ticks);
+    let (bytes, messages) = measured(&mut room, &outboxes, movers, 61, args.ticks);
     let spent = started.elapsed();
     println!(
         "protocol {} players {} ticks {}: {:.0} µs per tick (wall, with draining), {:.1} bytes per message, {:.0} bytes per player per second",
@@ -121,4 +232,39 @@ fn main() {
         bytes as f64 / messages.max(1) as f64,
         bytes as f64 / args.players as f64 / args.ticks as f64 * 60.0,
     );
+    // The same world a little further on, read by the sampled players (from their next
+    // keyframe, at most a second away).
+    let n = args.sample.min(outboxes.len());
+    let mut sample = Sample {
+        states: vec![ViewState::default(); n],
+        positions: vec![Vec::new(); n],
+        ..Sample::default()
+    };
+    let from = 61 + args.ticks;
+    run_ticks(&mut room, &outboxes, movers, from, 180, Some(&mut sample));
+    let s = &sample;
+    let per = |x: u64| x as f64 / s.snapshots.max(1) as f64;
+    println!(
+        "  {} sampled players, {} snapshots: {:.1} bytes each ({:.1} of objects), {:.1} objects, {:.1} moving, {:.1} resting; {:.2} object bytes and {:.2} message bytes per moving object, {:.2} object bytes per object; {} keyframes, {} mismatches",
+        n,
+        s.snapshots,
+        per(s.bytes),
+        per(s.object_bytes),
+        per(s.objects),
+        per(s.moving),
+        per(s.resting),
+        s.object_bytes as f64 / s.moving.max(1) as f64,
+        s.bytes as f64 / s.moving.max(1) as f64,
+        s.object_bytes as f64 / s.objects.max(1) as f64,
+        s.keyframes,
+        s.mismatches,
+    );
+    if let Some(path) = &args.dump {
+        let mut out = Vec::new();
+        for f in &s.frames {
+            out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            out.extend_from_slice(f);
+        }
+        std::fs::write(path, out).expect("writing the dump");
+    }
 }
