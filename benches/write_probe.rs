@@ -840,7 +840,12 @@ fn run(args: &Args, cores: usize) -> std::io::Result<ExitCode> {
             pid,
             shared,
         };
-        (writers, Vec::new(), Reader::Process { pid, stop_pipe }, probe)
+        (
+            writers,
+            Vec::new(),
+            Reader::Process { pid, stop_pipe },
+            probe,
+        )
     } else {
         let (writers, readers) = connect_pairs(n, args.source_ips)?;
         let fds: Vec<RawFd> = readers.iter().map(|s| s.as_raw_fd()).collect();
@@ -890,7 +895,9 @@ fn run(args: &Args, cores: usize) -> std::io::Result<ExitCode> {
         .any(|t| t.load(Ordering::Relaxed) == 0)
     {
         if started.elapsed() > Duration::from_secs(30) {
-            return Err(std::io::Error::other("the readers did not start within 30 s"));
+            return Err(std::io::Error::other(
+                "the readers did not start within 30 s",
+            ));
         }
         std::thread::sleep(Duration::from_millis(1));
     }

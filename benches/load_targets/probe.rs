@@ -182,8 +182,7 @@ impl Probe {
                     self.reader_mode, self.writes_per_s, self.rate
                 ));
             }
-            if self.reader_mode == "sleep"
-                && self.reader_sleeps_per_write.is_some_and(|s| s < 0.5)
+            if self.reader_mode == "sleep" && self.reader_sleeps_per_write.is_some_and(|s| s < 0.5)
             {
                 notes.push(format!(
                     "PROBE: the sleep-mode probe's readers slept at only {:.2} of its writes",

@@ -8,8 +8,7 @@ use serde_json::json;
 
 use crate::bench::{Bench, Report};
 use crate::figures::{Measured, RunFigures, Summary};
-use crate::fmt::{fixed, ms, secs, whole};
-use crate::fmt::num;
+use crate::fmt::{fixed, ms, num, secs, whole};
 use crate::probe::{ProbeMode, frame_bytes};
 use crate::rows::{
     chat_rows, churn_join_row, game_rows, idle_rows, leak_rows, overhead_rows, spike_join_row,
