@@ -60,6 +60,10 @@ struct Args {
     /// Bytes per write(2).
     #[arg(long, value_name = "B", default_value = "1800", value_parser = count)]
     frame_bytes: usize,
+    /// Write each frame with `writev(2)` of two slices, a WebSocket-sized header (up to 4
+    /// bytes) and the rest, as the server's flushers do, instead of one `write(2)`.
+    #[arg(long)]
+    writev: bool,
     /// Measured seconds after a 1 s warm-up (at most 60).
     #[arg(long, value_name = "S", default_value_t = 5.0)]
     seconds: f64,
@@ -668,6 +672,7 @@ const UNPACED_BURST: u64 = 64;
 fn writer_loop(
     fds: Vec<RawFd>,
     frame_bytes: usize,
+    writev: bool,
     measure: Duration,
     cpu: Option<usize>,
     pace: Option<Pace>,
@@ -677,6 +682,18 @@ fn writer_loop(
         pin_current_thread(c)?;
     }
     let frame = vec![0xA5u8; frame_bytes];
+    let head = frame_bytes.min(4);
+    let iov = [
+        libc::iovec {
+            iov_base: frame.as_ptr() as *mut libc::c_void,
+            iov_len: head,
+        },
+        libc::iovec {
+            // SAFETY: head <= frame.len(), so the pointer stays inside (or one past) frame.
+            iov_base: unsafe { frame.as_ptr().add(head) } as *mut libc::c_void,
+            iov_len: frame_bytes - head,
+        },
+    ];
     let snap = |c: Counters| Snapshot {
         at: Instant::now(),
         counters: c,
@@ -718,8 +735,14 @@ fn writer_loop(
             }
         };
         for _ in 0..burst {
-            // SAFETY: frame is valid for frame.len() bytes; the fd is open (owned by main).
-            let r = unsafe { libc::write(fds[i], frame.as_ptr().cast(), frame.len()) };
+            // The fd is open (owned by main).
+            let r = if writev {
+                // SAFETY: both iovecs point into frame, which outlives the call.
+                unsafe { libc::writev(fds[i], iov.as_ptr(), 2) }
+            } else {
+                // SAFETY: frame is valid for frame.len() bytes.
+                unsafe { libc::write(fds[i], frame.as_ptr().cast(), frame.len()) }
+            };
             if r >= 0 {
                 c.writes += 1;
                 c.bytes += r as u64;
@@ -907,10 +930,10 @@ fn run(args: &Args, cores: usize) -> std::io::Result<ExitCode> {
     let measure = Duration::from_secs_f64(args.seconds);
     let pace = Pace::new(args.rate, args.tick_hz);
     let writer = {
-        let (cpu, fb) = (args.writer_cpu, args.frame_bytes);
+        let (cpu, fb, wv) = (args.writer_cpu, args.frame_bytes, args.writev);
         std::thread::Builder::new()
             .name("probe-writer".into())
-            .spawn(move || writer_loop(fds, fb, measure, cpu, pace, probe))?
+            .spawn(move || writer_loop(fds, fb, wv, measure, cpu, pace, probe))?
     };
     let window = writer.join().expect("writer thread panicked");
     let reader_result = match reader {
@@ -990,15 +1013,21 @@ fn run(args: &Args, cores: usize) -> std::io::Result<ExitCode> {
     } else {
         f64::NAN
     };
+    let write_call = if args.writev {
+        "libc::writev (4-byte head + rest)"
+    } else {
+        "libc::write"
+    };
     let pacing = match args.rate {
         0 => "unpaced (as fast as it can)".to_string(),
         r => format!("paced at {r} writes/s in bursts at {} Hz", args.tick_hz),
     };
 
     println!(
-        "write_probe: {n} loopback connections, {} B frames, libc::write(2) from one thread, \
+        "write_probe: {n} loopback connections, {} B frames, {} from one thread, \
          {secs:.2} s measured after {} s warm-up (setup {:.2} s)",
         args.frame_bytes,
+        write_call,
         WARM_UP.as_secs(),
         setup.as_secs_f64()
     );
@@ -1110,7 +1139,7 @@ fn run(args: &Args, cores: usize) -> std::io::Result<ExitCode> {
             "write_errors": w.c.errors,
             "process_cpu_percent": process_pct,
             "reader_bytes": w.bytes_read,
-            "write_call": "libc::write",
+            "write_call": write_call,
             "writer_core": args.writer_cpu,
             "reader_core": args.reader_cpu,
             "source_ips": args.source_ips,
