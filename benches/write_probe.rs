@@ -2,21 +2,33 @@
 //!
 //! Opens N loopback TCP connections. The accepted side of each (the side that stands for the
 //! server) is written by ONE thread, round-robin, one `libc::write(2)` of a B-byte frame per
-//! socket per round; the connecting side (the clients) is drained by another thread with epoll
+//! socket per round; the connecting side (the clients) is drained by reader threads with epoll
 //! (edge triggered, nonblocking reads into a 64 KiB buffer). After a 1 s warm-up it measures S
 //! seconds and reports writes/s, bytes/s and the writer thread's CPU per write
 //! (`CLOCK_THREAD_CPUTIME_ID`), the figure the end-to-end scenarios are divided by.
 //!
+//! Two reader modes (`--reader`), both counting how often the readers slept (their voluntary
+//! context switches, from /proc) per write:
+//!
+//! * `busy` (the default, the probe's historical reader): one thread drains every socket epoll
+//!   reports, up to 1,024 per `epoll_wait`, which waits 50 ms at most. Behind an unpaced
+//!   writer it finds data almost every time it comes back (0.01 sleeps per write measured),
+//!   so a write seldom has a sleeping reader to wake: the socket is usually already on epoll's
+//!   ready list and the reader running on its core.
+//! * `sleep`: `--readers` K threads, each with its own epoll over every K-th socket, block in
+//!   `epoll_wait` without a timeout as clients do. With the writer paced (`--rate`, in bursts
+//!   at `--tick-hz` like a server's tick) below what they read, most writes find their reader
+//!   asleep, and the writer's CPU per write includes waking it (on loopback the sender's own
+//!   softirq runs the receive path and the wake-up, a cross-core IPI in a VM).
+//!
 //! Writer sockets are nonblocking: a write that would block is skipped and counted
 //! (`would_block`), so a reader that falls behind shows up instead of stalling the writer.
-//!
-//! On loopback the kernel usually runs the receive path of a segment (the TCP receive, the
-//! reader's wake-up) in the softirq raised by the sender's own syscall, so the writer's CPU
-//! per write includes most of the kernel's receive-side work too, as a real server's does not.
 //!
 //! ```sh
 //! cargo bench --bench write_probe -- --connections 1000 --frame-bytes 1800 --seconds 5
 //! target/release/deps/write_probe-* --connections 10000 --frame-bytes 100 --json probe.json
+//! target/release/deps/write_probe-* --connections 2000 --frame-bytes 431 \
+//!     --reader sleep --readers 4 --rate 120000 --tick-hz 60
 //! ```
 
 use std::io::Write as _;
@@ -24,7 +36,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::thread::JoinHandleExt;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{CommandFactory, Parser};
@@ -48,6 +60,10 @@ struct Args {
     /// Bytes per write(2).
     #[arg(long, value_name = "B", default_value = "1800", value_parser = count)]
     frame_bytes: usize,
+    /// Write each frame with `writev(2)` of two slices, a WebSocket-sized header (up to 4
+    /// bytes) and the rest, as the server's flushers do, instead of one `write(2)`.
+    #[arg(long)]
+    writev: bool,
     /// Measured seconds after a 1 s warm-up (at most 60).
     #[arg(long, value_name = "S", default_value_t = 5.0)]
     seconds: f64,
@@ -67,12 +83,55 @@ struct Args {
     /// sockets, not 2×N (needed past RLIMIT_NOFILE / 2).
     #[arg(long)]
     reader_process: bool,
+    /// How the reader side waits for data. `busy`: one thread that drains every socket it is
+    /// told of and waits (50 ms at most) only when none has data; behind an unpaced writer it
+    /// is nearly always running, so a write seldom has a sleeping reader to wake. `sleep`:
+    /// `--readers` threads that block in `epoll_wait` without a timeout between wake-ups, as
+    /// clients do; with `--rate` below what they can read, most writes wake one.
+    #[arg(long, value_enum, default_value = "busy")]
+    reader: ReaderMode,
+    /// Reader threads (all on the reader core), each with its own epoll over a share of the
+    /// sockets [default: 1].
+    #[arg(long, value_name = "K", default_value = "1", value_parser = count)]
+    readers: usize,
+    /// Pace the writer at W writes/s over all sockets, in bursts of W ÷ H at `--tick-hz` H
+    /// (a server's tick); 0 writes as fast as it can.
+    #[arg(long, value_name = "W", default_value = "0", value_parser = count)]
+    rate: usize,
+    /// Bursts per second when `--rate` paces the writer.
+    #[arg(long, value_name = "H", default_value_t = 1000.0)]
+    tick_hz: f64,
     /// Also write the result as a JSON object to FILE.
     #[arg(long, value_name = "FILE")]
     json: Option<String>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
+}
+
+/// How the reader threads wait (see `--reader`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum ReaderMode {
+    Busy,
+    Sleep,
+}
+
+impl ReaderMode {
+    fn name(self) -> &'static str {
+        match self {
+            ReaderMode::Busy => "busy",
+            ReaderMode::Sleep => "sleep",
+        }
+    }
+
+    /// `epoll_wait`'s timeout in ms: busy keeps the probe's historical 50 ms; sleep blocks
+    /// until data (or the stop pipe) arrives.
+    fn timeout_ms(self) -> libc::c_int {
+        match self {
+            ReaderMode::Busy => 50,
+            ReaderMode::Sleep => -1,
+        }
+    }
 }
 
 /// The command line, pins defaulted for `cores` cores and checked; exits with clap's usage
@@ -107,6 +166,15 @@ fn check(args: &Args, cores: usize) -> Result<(), String> {
             "--seconds must be > 0 and at most {MAX_SECONDS} (got {})",
             args.seconds
         ));
+    }
+    if !(1..=MAX_READERS).contains(&args.readers) {
+        return Err(format!("--readers must be between 1 and {MAX_READERS}"));
+    }
+    if args.readers > args.connections {
+        return Err("--readers must not exceed --connections".into());
+    }
+    if !(args.tick_hz > 0.0 && args.tick_hz <= 100_000.0) {
+        return Err("--tick-hz must be > 0 and at most 100000".into());
     }
     if !(1..=254).contains(&args.source_ips) {
         return Err("--source-ips must be between 1 and 254".into());
@@ -221,24 +289,105 @@ fn connect_pairs(n: usize, source_ips: usize) -> std::io::Result<(Vec<TcpStream>
 }
 
 // ---------------------------------------------------------------------------------------------
-// Reader: drains every client socket with epoll as fast as it can.
+// Reader: drains the client sockets with epoll, one or more threads, busy or sleeping.
 
-/// epoll data of the stop pipe (reader-process mode).
+/// epoll data of the stop pipe.
 const STOP_TOKEN: u64 = u64::MAX;
+/// Most reader threads (`--readers`).
+const MAX_READERS: usize = 64;
 
-/// Drains `fds` until `stop` is set or `stop_fd` (a pipe's read end) hangs up.
+/// What the readers share with the writer (in a MAP_SHARED page, so a forked reader process
+/// shares it too): their counters, and their thread ids for /proc.
+#[repr(C)]
+struct ReaderShared {
+    bytes_read: AtomicU64,
+    /// `epoll_wait` calls that returned at least one socket event.
+    waits: AtomicU64,
+    /// Socket events those calls returned.
+    events: AtomicU64,
+    /// Linux thread ids of the readers (0 until a reader has started).
+    tids: [AtomicI32; MAX_READERS],
+}
+
+/// The readers' shared page (MAP_SHARED anonymous), leaked for the run.
+fn reader_shared() -> std::io::Result<&'static ReaderShared> {
+    const _: () = assert!(std::mem::size_of::<ReaderShared>() <= 4096);
+    // SAFETY: a fresh anonymous shared mapping of one page; no existing memory is touched.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the page is zeroed (all counters 0), aligned, never unmapped, and only used as
+    // a ReaderShared, whose fields are all atomics.
+    Ok(unsafe { &*(p as *const ReaderShared) })
+}
+
+/// A pipe whose write end, closed, tells every reader to stop (its read end hangs up in each
+/// reader's epoll): (read end, write end).
+fn stop_pipe() -> std::io::Result<(RawFd, RawFd)> {
+    let mut pipe = [0 as RawFd; 2];
+    // SAFETY: pipe is a valid array of two fds.
+    if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((pipe[0], pipe[1]))
+}
+
+/// The share of `fds` reader `k` of `readers` drains: every `readers`-th socket.
+fn share(fds: &[RawFd], k: usize, readers: usize) -> Vec<RawFd> {
+    fds.iter().skip(k).step_by(readers).copied().collect()
+}
+
+/// Starts `readers` threads on `cpu`, each draining its share of `fds` until `stop_fd`
+/// hangs up.
+fn spawn_readers(
+    fds: &[RawFd],
+    readers: usize,
+    mode: ReaderMode,
+    cpu: Option<usize>,
+    stop_fd: RawFd,
+    shared: &'static ReaderShared,
+) -> std::io::Result<Vec<std::thread::JoinHandle<std::io::Result<()>>>> {
+    (0..readers)
+        .map(|k| {
+            let mine = share(fds, k, readers);
+            std::thread::Builder::new()
+                .name(format!("probe-reader{k}"))
+                .spawn(move || -> std::io::Result<()> {
+                    // SAFETY: plain syscall.
+                    let tid = unsafe { libc::gettid() };
+                    shared.tids[k].store(tid, Ordering::Relaxed);
+                    if let Some(c) = cpu {
+                        pin_current_thread(c)?;
+                    }
+                    reader_loop(&mine, mode, stop_fd, shared)
+                })
+        })
+        .collect()
+}
+
+/// Drains `fds` until `stop_fd` (a pipe's read end) hangs up.
 fn reader_loop(
     fds: &[RawFd],
-    stop: &AtomicBool,
-    stop_fd: Option<RawFd>,
-    bytes_read: &AtomicU64,
+    mode: ReaderMode,
+    stop_fd: RawFd,
+    shared: &ReaderShared,
 ) -> std::io::Result<()> {
     // SAFETY: plain syscall.
     let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
     if ep < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    let result = drain(ep, fds, stop, stop_fd, bytes_read);
+    let result = drain(ep, fds, mode, stop_fd, shared);
     // SAFETY: ep is ours and closed once.
     unsafe { libc::close(ep) };
     result
@@ -247,15 +396,15 @@ fn reader_loop(
 fn drain(
     ep: RawFd,
     fds: &[RawFd],
-    stop: &AtomicBool,
-    stop_fd: Option<RawFd>,
-    bytes_read: &AtomicU64,
+    mode: ReaderMode,
+    stop_fd: RawFd,
+    shared: &ReaderShared,
 ) -> std::io::Result<()> {
     let regs = fds
         .iter()
         .enumerate()
         .map(|(i, &fd)| (fd, (libc::EPOLLIN | libc::EPOLLET) as u32, i as u64))
-        .chain(stop_fd.map(|fd| (fd, libc::EPOLLIN as u32, STOP_TOKEN)));
+        .chain(std::iter::once((stop_fd, libc::EPOLLIN as u32, STOP_TOKEN)));
     for (fd, events, token) in regs {
         let mut ev = libc::epoll_event { events, u64: token };
         // SAFETY: ep and fd are open descriptors; ev is valid.
@@ -265,11 +414,16 @@ fn drain(
     }
     let mut buf = vec![0u8; READ_BUF];
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
-    let mut total = 0u64;
-    while !stop.load(Ordering::Relaxed) {
+    loop {
         // SAFETY: events has room for events.len() entries.
-        let n =
-            unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as libc::c_int, 50) };
+        let n = unsafe {
+            libc::epoll_wait(
+                ep,
+                events.as_mut_ptr(),
+                events.len() as libc::c_int,
+                mode.timeout_ms(),
+            )
+        };
         if n < 0 {
             let e = std::io::Error::last_os_error();
             if e.kind() == std::io::ErrorKind::Interrupted {
@@ -277,9 +431,10 @@ fn drain(
             }
             return Err(e);
         }
+        let mut read = 0u64;
         for ev in &events[..n as usize] {
             if ev.u64 == STOP_TOKEN {
-                bytes_read.store(total, Ordering::Relaxed);
+                shared.bytes_read.fetch_add(read, Ordering::Relaxed);
                 return Ok(());
             }
             let fd = fds[ev.u64 as usize];
@@ -288,7 +443,7 @@ fn drain(
                 // SAFETY: buf is valid for buf.len() bytes; fd is open (owned by the caller).
                 let r = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
                 if r > 0 {
-                    total += r as u64;
+                    read += r as u64;
                     if (r as usize) < buf.len() {
                         // Short read: the socket is (almost surely) empty; a later segment
                         // raises a fresh edge.
@@ -304,48 +459,42 @@ fn drain(
                 }
             }
         }
-        bytes_read.store(total, Ordering::Relaxed);
+        if n > 0 {
+            shared.bytes_read.fetch_add(read, Ordering::Relaxed);
+            shared.waits.fetch_add(1, Ordering::Relaxed);
+            shared.events.fetch_add(n as u64, Ordering::Relaxed);
+        }
     }
-    bytes_read.store(total, Ordering::Relaxed);
-    Ok(())
 }
 
-/// A counter shared with a forked child (MAP_SHARED anonymous page), leaked for the run.
-fn shared_counter() -> std::io::Result<&'static AtomicU64> {
-    // SAFETY: a fresh anonymous shared mapping of one page; no existing memory is touched.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the page is zeroed, aligned, never unmapped, and only used as an AtomicU64.
-    Ok(unsafe { &*(p as *const AtomicU64) })
+/// The readers' voluntary context switches so far (each one a sleep in `epoll_wait` that a
+/// write, or the stop, ended), from /proc/`pid`/task/TID/status.
+fn reader_sleeps(pid: libc::pid_t, shared: &ReaderShared) -> u64 {
+    shared
+        .tids
+        .iter()
+        .map(|t| t.load(Ordering::Relaxed))
+        .filter(|&t| t > 0)
+        .filter_map(|tid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .sum()
 }
 
-/// The reader in a forked child process (`--reader-process`): each process then holds only N
+/// The readers in a forked child process (`--reader-process`): each process then holds only N
 /// sockets, which gets past a per-process open-files limit of 2×N. Must be called while the
 /// process has one thread. Returns the child's pid and the write end of its stop pipe; the
 /// child connects the N clients, drains them, and exits when the pipe closes.
 fn fork_reader(
-    n: usize,
-    source_ips: usize,
-    cpu: Option<usize>,
+    args: &Args,
     target: &SockAddr,
-    bytes_read: &AtomicU64,
+    shared: &'static ReaderShared,
 ) -> std::io::Result<(libc::pid_t, RawFd)> {
-    let mut pipe = [0 as RawFd; 2];
-    // SAFETY: pipe is a valid array of two fds.
-    if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    let (stop_r, stop_w) = stop_pipe()?;
     // SAFETY: called before any other thread is started, so the child is a full copy.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -353,21 +502,29 @@ fn fork_reader(
     }
     if pid > 0 {
         // SAFETY: the read end belongs to the child.
-        unsafe { libc::close(pipe[0]) };
-        return Ok((pid, pipe[1]));
+        unsafe { libc::close(stop_r) };
+        return Ok((pid, stop_w));
     }
     // Child.
     // SAFETY: the write end belongs to the parent; closing ours lets the pipe hang up.
-    unsafe { libc::close(pipe[1]) };
+    unsafe { libc::close(stop_w) };
     let result = (|| -> std::io::Result<()> {
-        if let Some(c) = cpu {
-            pin_current_thread(c)?;
-        }
-        let streams = (0..n)
-            .map(|i| connect_one(i, target, source_ips))
+        let streams = (0..args.connections)
+            .map(|i| connect_one(i, target, args.source_ips))
             .collect::<std::io::Result<Vec<_>>>()?;
         let fds: Vec<RawFd> = streams.iter().map(|s| s.as_raw_fd()).collect();
-        reader_loop(&fds, &AtomicBool::new(false), Some(pipe[0]), bytes_read)
+        let threads = spawn_readers(
+            &fds,
+            args.readers,
+            args.reader,
+            args.reader_cpu,
+            stop_r,
+            shared,
+        )?;
+        for t in threads {
+            t.join().expect("reader thread panicked")?;
+        }
+        Ok(())
     })();
     let code = match result {
         Ok(()) => 0,
@@ -444,8 +601,23 @@ impl Counters {
 }
 
 enum Reader {
-    Thread(std::thread::JoinHandle<std::io::Result<()>>),
-    Process { pid: libc::pid_t, stop_pipe: RawFd },
+    Threads {
+        handles: Vec<std::thread::JoinHandle<std::io::Result<()>>>,
+        stop_pipe: RawFd,
+    },
+    Process {
+        pid: libc::pid_t,
+        stop_pipe: RawFd,
+    },
+}
+
+/// Where the writer reads the readers' figures: their CPU clocks (one per thread, or the
+/// reader process's), the process that holds their threads, and their shared counters.
+#[derive(Clone)]
+struct ReaderProbe {
+    clocks: Vec<libc::clockid_t>,
+    pid: libc::pid_t,
+    shared: &'static ReaderShared,
 }
 
 struct Snapshot {
@@ -455,6 +627,9 @@ struct Snapshot {
     reader_cpu_ns: u64,
     process_cpu_ns: u64,
     bytes_read: u64,
+    reader_sleeps: u64,
+    reader_waits: u64,
+    reader_events: u64,
     cores: Vec<host::CoreTicks>,
 }
 
@@ -465,29 +640,70 @@ struct Window {
     reader_cpu_ns: u64,
     process_cpu_ns: u64,
     bytes_read: u64,
+    /// The readers' sleeps in `epoll_wait` that ended in the window (voluntary switches).
+    reader_sleeps: u64,
+    /// `epoll_wait` calls that returned events, and the events they returned.
+    reader_waits: u64,
+    reader_events: u64,
     /// (busy, steal) ticks per core during the window.
     cores: Vec<(u64, u64)>,
 }
 
+/// How the writer paces itself: `per_tick` writes every `period` (fractions carried over),
+/// or as fast as it can.
+#[derive(Clone, Copy)]
+struct Pace {
+    period: Duration,
+    per_tick: f64,
+}
+
+impl Pace {
+    fn new(rate: usize, tick_hz: f64) -> Option<Pace> {
+        (rate > 0).then(|| Pace {
+            period: Duration::from_secs_f64(1.0 / tick_hz),
+            per_tick: rate as f64 / tick_hz,
+        })
+    }
+}
+
+/// Writes between two looks at the clock when unpaced: ~0.3 % of their cost.
+const UNPACED_BURST: u64 = 64;
+
 fn writer_loop(
     fds: Vec<RawFd>,
     frame_bytes: usize,
+    writev: bool,
     measure: Duration,
     cpu: Option<usize>,
-    reader_clock: libc::clockid_t,
-    bytes_read: &'static AtomicU64,
+    pace: Option<Pace>,
+    readers: ReaderProbe,
 ) -> std::io::Result<Window> {
     if let Some(c) = cpu {
         pin_current_thread(c)?;
     }
     let frame = vec![0xA5u8; frame_bytes];
+    let head = frame_bytes.min(4);
+    let iov = [
+        libc::iovec {
+            iov_base: frame.as_ptr() as *mut libc::c_void,
+            iov_len: head,
+        },
+        libc::iovec {
+            // SAFETY: head <= frame.len(), so the pointer stays inside (or one past) frame.
+            iov_base: unsafe { frame.as_ptr().add(head) } as *mut libc::c_void,
+            iov_len: frame_bytes - head,
+        },
+    ];
     let snap = |c: Counters| Snapshot {
         at: Instant::now(),
         counters: c,
         writer_cpu_ns: cpu_ns(libc::CLOCK_THREAD_CPUTIME_ID),
-        reader_cpu_ns: cpu_ns(reader_clock),
+        reader_cpu_ns: readers.clocks.iter().map(|&k| cpu_ns(k)).sum(),
         process_cpu_ns: cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID),
-        bytes_read: bytes_read.load(Ordering::Relaxed),
+        bytes_read: readers.shared.bytes_read.load(Ordering::Relaxed),
+        reader_sleeps: reader_sleeps(readers.pid, readers.shared),
+        reader_waits: readers.shared.waits.load(Ordering::Relaxed),
+        reader_events: readers.shared.events.load(Ordering::Relaxed),
         cores: host::core_ticks(),
     };
     let mut c = Counters::default();
@@ -495,28 +711,57 @@ fn writer_loop(
     let mut deadline = start + WARM_UP;
     let mut begin: Option<Snapshot> = None;
     let mut i = 0usize;
+    let mut next_tick = start;
+    let mut credit = 0.0f64;
     loop {
-        // SAFETY: frame is valid for frame.len() bytes; the fd is open (owned by main).
-        let r = unsafe { libc::write(fds[i], frame.as_ptr().cast(), frame.len()) };
-        if r >= 0 {
-            c.writes += 1;
-            c.bytes += r as u64;
-            if (r as usize) < frame.len() {
-                c.partial += 1;
+        let burst = match pace {
+            None => UNPACED_BURST,
+            Some(p) => {
+                let now = Instant::now();
+                if now < next_tick {
+                    std::thread::sleep(next_tick - now);
+                }
+                next_tick += p.period;
+                // A writer that fell more than a tick behind starts afresh instead of
+                // bursting to catch up.
+                let now = Instant::now();
+                if now > next_tick + p.period {
+                    next_tick = now;
+                }
+                credit += p.per_tick;
+                let n = credit.floor();
+                credit -= n;
+                n as u64
             }
-        } else {
-            match std::io::Error::last_os_error().raw_os_error() {
-                Some(libc::EAGAIN) => c.would_block += 1,
-                Some(libc::EINTR) => {}
-                _ => c.errors += 1,
+        };
+        for _ in 0..burst {
+            // The fd is open (owned by main).
+            let r = if writev {
+                // SAFETY: both iovecs point into frame, which outlives the call.
+                unsafe { libc::writev(fds[i], iov.as_ptr(), 2) }
+            } else {
+                // SAFETY: frame is valid for frame.len() bytes.
+                unsafe { libc::write(fds[i], frame.as_ptr().cast(), frame.len()) }
+            };
+            if r >= 0 {
+                c.writes += 1;
+                c.bytes += r as u64;
+                if (r as usize) < frame.len() {
+                    c.partial += 1;
+                }
+            } else {
+                match std::io::Error::last_os_error().raw_os_error() {
+                    Some(libc::EAGAIN) => c.would_block += 1,
+                    Some(libc::EINTR) => {}
+                    _ => c.errors += 1,
+                }
+            }
+            i += 1;
+            if i == fds.len() {
+                i = 0;
             }
         }
-        i += 1;
-        if i == fds.len() {
-            i = 0;
-        }
-        // Read the clock every 64 calls (and at every round's end): ~0.3 % of a write's cost.
-        if (i == 0 || (c.writes + c.would_block) % 64 == 0) && Instant::now() >= deadline {
+        if Instant::now() >= deadline {
             match begin {
                 None => {
                     let s = snap(c);
@@ -532,6 +777,9 @@ fn writer_loop(
                         reader_cpu_ns: e.reader_cpu_ns - b.reader_cpu_ns,
                         process_cpu_ns: e.process_cpu_ns - b.process_cpu_ns,
                         bytes_read: e.bytes_read - b.bytes_read,
+                        reader_sleeps: e.reader_sleeps - b.reader_sleeps,
+                        reader_waits: e.reader_waits - b.reader_waits,
+                        reader_events: e.reader_events - b.reader_events,
                         cores: (e.cores.iter().zip(&b.cores))
                             .map(|(e, b)| (e.busy - b.busy, e.steal - b.steal))
                             .collect(),
@@ -587,14 +835,12 @@ fn run(args: &Args, cores: usize) -> std::io::Result<ExitCode> {
         );
     }
 
-    let bytes_read = shared_counter()?;
-    let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+    let shared = reader_shared()?;
     let setup = Instant::now();
-    // The reader: a thread of this process, or a forked child (started before any thread).
-    let (writers, reader, reader_clock) = if args.reader_process {
+    // The readers: threads of this process, or of a forked child (started before any thread).
+    let (writers, clients, reader, probe) = if args.reader_process {
         let (listener, target) = listen()?;
-        let (pid, stop_pipe) =
-            fork_reader(n, args.source_ips, args.reader_cpu, &target, bytes_read)?;
+        let (pid, stop_pipe) = fork_reader(args, &target, shared)?;
         let writers = match accept_from_child(&listener, n, pid) {
             Ok(w) => w,
             Err(e) => {
@@ -612,41 +858,94 @@ fn run(args: &Args, cores: usize) -> std::io::Result<ExitCode> {
         if rc != 0 {
             return Err(std::io::Error::from_raw_os_error(rc));
         }
-        (writers, Reader::Process { pid, stop_pipe }, clock)
+        let probe = ReaderProbe {
+            clocks: vec![clock],
+            pid,
+            shared,
+        };
+        (
+            writers,
+            Vec::new(),
+            Reader::Process { pid, stop_pipe },
+            probe,
+        )
     } else {
         let (writers, readers) = connect_pairs(n, args.source_ips)?;
-        let cpu = args.reader_cpu;
-        let handle = std::thread::Builder::new()
-            .name("probe-reader".into())
-            .spawn(move || -> std::io::Result<()> {
-                if let Some(c) = cpu {
-                    pin_current_thread(c)?;
+        let fds: Vec<RawFd> = readers.iter().map(|s| s.as_raw_fd()).collect();
+        let (stop_r, stop_w) = stop_pipe()?;
+        let handles = spawn_readers(
+            &fds,
+            args.readers,
+            args.reader,
+            args.reader_cpu,
+            stop_r,
+            shared,
+        )?;
+        let clocks = handles
+            .iter()
+            .map(|h| {
+                let mut clock: libc::clockid_t = 0;
+                // SAFETY: the thread is alive until it is joined below; clock is writable.
+                let rc = unsafe { libc::pthread_getcpuclockid(h.as_pthread_t(), &mut clock) };
+                if rc == 0 {
+                    Ok(clock)
+                } else {
+                    Err(std::io::Error::from_raw_os_error(rc))
                 }
-                let fds: Vec<RawFd> = readers.iter().map(|s| s.as_raw_fd()).collect();
-                reader_loop(&fds, stop, None, bytes_read)
-            })?;
-        let mut clock: libc::clockid_t = 0;
-        // SAFETY: the thread is alive until it is joined below; clock is writable.
-        let rc = unsafe { libc::pthread_getcpuclockid(handle.as_pthread_t(), &mut clock) };
-        if rc != 0 {
-            return Err(std::io::Error::from_raw_os_error(rc));
-        }
-        (writers, Reader::Thread(handle), clock)
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let probe = ReaderProbe {
+            clocks,
+            // SAFETY: plain syscall.
+            pid: unsafe { libc::getpid() },
+            shared,
+        };
+        (
+            writers,
+            readers,
+            Reader::Threads {
+                handles,
+                stop_pipe: stop_w,
+            },
+            probe,
+        )
     };
+    // Every reader has told its thread id before the writer starts (so the sleeps counted
+    // are all of theirs from the first snapshot on).
+    let started = Instant::now();
+    while shared.tids[..args.readers]
+        .iter()
+        .any(|t| t.load(Ordering::Relaxed) == 0)
+    {
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err(std::io::Error::other(
+                "the readers did not start within 30 s",
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let setup = setup.elapsed();
     let fds: Vec<RawFd> = writers.iter().map(|s| s.as_raw_fd()).collect();
 
     let measure = Duration::from_secs_f64(args.seconds);
+    let pace = Pace::new(args.rate, args.tick_hz);
     let writer = {
-        let (cpu, fb) = (args.writer_cpu, args.frame_bytes);
+        let (cpu, fb, wv) = (args.writer_cpu, args.frame_bytes, args.writev);
         std::thread::Builder::new()
             .name("probe-writer".into())
-            .spawn(move || writer_loop(fds, fb, measure, cpu, reader_clock, bytes_read))?
+            .spawn(move || writer_loop(fds, fb, wv, measure, cpu, pace, probe))?
     };
     let window = writer.join().expect("writer thread panicked");
-    stop.store(true, Ordering::Relaxed);
     let reader_result = match reader {
-        Reader::Thread(h) => h.join().expect("reader thread panicked"),
+        Reader::Threads { handles, stop_pipe } => {
+            // SAFETY: our pipe end; closing it hangs up every reader's stop descriptor.
+            unsafe { libc::close(stop_pipe) };
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("reader thread panicked"))
+                .collect::<std::io::Result<Vec<()>>>()
+                .map(|_| ())
+        }
         Reader::Process { pid, stop_pipe } => {
             let mut status = 0;
             // SAFETY: our pipe end (closing it stops the child) and our child.
@@ -664,6 +963,7 @@ fn run(args: &Args, cores: usize) -> std::io::Result<ExitCode> {
         }
     };
     drop(writers);
+    drop(clients);
     let w = window?;
     reader_result?;
 
@@ -700,22 +1000,47 @@ fn run(args: &Args, cores: usize) -> std::io::Result<ExitCode> {
     };
     let model = host::cpu_model().unwrap_or_else(|| "unknown".into());
     let pin = |c: Option<usize>| c.map_or("-".to_string(), |c| c.to_string());
+    let per_write = |x: u64| {
+        if w.c.writes > 0 {
+            x as f64 / w.c.writes as f64
+        } else {
+            f64::NAN
+        }
+    };
+    let sleeps_per_write = per_write(w.reader_sleeps);
+    let events_per_wait = if w.reader_waits > 0 {
+        w.reader_events as f64 / w.reader_waits as f64
+    } else {
+        f64::NAN
+    };
+    let write_call = if args.writev {
+        "libc::writev (4-byte head + rest)"
+    } else {
+        "libc::write"
+    };
+    let pacing = match args.rate {
+        0 => "unpaced (as fast as it can)".to_string(),
+        r => format!("paced at {r} writes/s in bursts at {} Hz", args.tick_hz),
+    };
 
     println!(
-        "write_probe: {n} loopback connections, {} B frames, libc::write(2) from one thread, \
+        "write_probe: {n} loopback connections, {} B frames, {} from one thread, \
          {secs:.2} s measured after {} s warm-up (setup {:.2} s)",
         args.frame_bytes,
+        write_call,
         WARM_UP.as_secs(),
         setup.as_secs_f64()
     );
     println!(
-        "machine: {cores} core(s), {model}; writer on core {}, reader {reader_mode} on core {}; \
-         {} source IP(s)",
+        "machine: {cores} core(s), {model}; writer on core {} ({pacing}), {} {} reader(s) in a \
+         {reader_mode} on core {}; {} source IP(s)",
         pin(args.writer_cpu),
+        args.readers,
+        args.reader.name(),
         pin(args.reader_cpu),
         args.source_ips
     );
-    let rows: [(&str, String); 13] = [
+    let rows: [(&str, String); 15] = [
         ("writes", format!("{}", w.c.writes)),
         ("writes/s", format!("{writes_per_s:.0}")),
         (
@@ -740,9 +1065,17 @@ fn run(args: &Args, cores: usize) -> std::io::Result<ExitCode> {
             if args.reader_process {
                 "reader process CPU"
             } else {
-                "reader thread CPU"
+                "reader threads' CPU"
             },
             format!("{reader_pct:.1} %"),
+        ),
+        (
+            "reader sleeps per write (voluntary csw)",
+            format!("{sleeps_per_write:.3}"),
+        ),
+        (
+            "socket events per epoll_wait",
+            format!("{events_per_wait:.1}"),
         ),
         (
             "CPU of both ends (all threads)",
@@ -777,7 +1110,7 @@ fn run(args: &Args, cores: usize) -> std::io::Result<ExitCode> {
         println!("  {k:<40} {v:>16}");
     }
 
-    if writer_pct < 90.0 {
+    if writer_pct < 90.0 && args.rate == 0 {
         println!(
             "warning: the writer thread ran only {writer_pct:.0} % of the wall time while its \
              core was {} busy with all tasks and {} stolen by the hypervisor: something else \
@@ -806,11 +1139,20 @@ fn run(args: &Args, cores: usize) -> std::io::Result<ExitCode> {
             "write_errors": w.c.errors,
             "process_cpu_percent": process_pct,
             "reader_bytes": w.bytes_read,
-            "write_call": "libc::write",
+            "write_call": write_call,
             "writer_core": args.writer_cpu,
             "reader_core": args.reader_cpu,
             "source_ips": args.source_ips,
             "reader": reader_mode,
+            "reader_mode": args.reader.name(),
+            "reader_threads": args.readers,
+            "reader_sleeps": w.reader_sleeps,
+            "reader_sleeps_per_write": sleeps_per_write,
+            "reader_epoll_waits": w.reader_waits,
+            "reader_events_per_wait": events_per_wait,
+            "rate": args.rate,
+            "tick_hz": args.tick_hz,
+            "paced": args.rate > 0,
             "core_busy_percent": busy_pct,
             "core_steal_percent": steal_pct,
         });

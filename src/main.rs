@@ -9,6 +9,26 @@ use tickroom::config::RoomConfig;
 use tickroom::feed::{FeedConfig, Pace, ReplayConfig, SyntheticConfig};
 use tickroom::{Config, Server};
 
+// The process's allocator: glibc's unless a build feature picks another (docs/operations.md,
+// "Allocator"). With both features jemalloc wins.
+
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read once at its start (its `malloc_conf` symbol; the `MALLOC_CONF`
+/// environment variable still overrides): purge from background threads, return freed dirty
+/// pages to the system after about 1 s, and skip the MADV_FREE ("muzzy") stage, whose pages
+/// would stay in RSS until the kernel is short of memory.
+#[cfg(feature = "jemalloc")]
+#[allow(non_upper_case_globals)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static malloc_conf: &[u8; 60] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
+#[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "tickroom",

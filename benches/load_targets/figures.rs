@@ -19,6 +19,8 @@ pub struct RunFigures {
     pub figures: BTreeMap<&'static str, f64>,
     pub frame_bytes_source: Option<String>,
     pub probe: Option<Probe>,
+    /// The sleep-mode probe (readers blocking in epoll_wait) at the run's own write rate.
+    pub probe_sleep: Option<Probe>,
     pub notes: Vec<String>,
 }
 
@@ -63,6 +65,16 @@ impl RunFigures {
         self.set("probe_ns_per_write", Some(probe.cpu_ns_per_write));
         self.notes.extend(probe.notes());
         self.probe = Some(probe);
+    }
+
+    pub fn probe_sleep(&mut self, probe: Probe) {
+        self.set("probe_sleep_ns_per_write", Some(probe.cpu_ns_per_write));
+        self.set(
+            "probe_sleep_sleeps_per_write",
+            probe.reader_sleeps_per_write,
+        );
+        self.notes.extend(probe.notes());
+        self.probe_sleep = Some(probe);
     }
 }
 

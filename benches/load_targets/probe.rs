@@ -18,18 +18,42 @@ use crate::process::run_logged;
 pub const FD_SLACK: u64 = 64;
 /// One loopback source address has about 28,000 ephemeral ports towards one port.
 pub const CONNECTIONS_PER_SOURCE_IP: u64 = 25_000;
+/// Reader threads of the sleep-mode probe: with one, the reader finds new data every time it
+/// comes back to `epoll_wait` and seldom sleeps; with a few, each holding a share of the
+/// sockets, most paced writes wake a sleeping one (docs/benchmarks.md, "Write probe").
+pub const SLEEP_READERS: u64 = 4;
+
+/// How the probe's readers wait (benches/write_probe.rs `--reader`).
+#[derive(Debug, Clone, Copy)]
+pub enum ProbeMode {
+    /// One reader thread draining as fast as it can; the writer unpaced (the limit).
+    Busy,
+    /// `SLEEP_READERS` readers blocking in `epoll_wait`; the writer paced at a run's own
+    /// frames per second, in bursts at its room's tick rate.
+    Sleep { rate: u64, tick_hz: f64 },
+}
 
 impl Bench {
     /// Runs the write probe: `connections` loopback sockets, one `frame_bytes` write each per
     /// round, writer on the server's core and reader on the client's (the server is stopped).
-    pub fn probe(&self, label: &str, connections: u64, frame_bytes: u64) -> Result<Probe> {
+    pub fn probe(
+        &self,
+        label: &str,
+        connections: u64,
+        frame_bytes: u64,
+        mode: ProbeMode,
+    ) -> Result<Probe> {
         ensure!(
             connections + FD_SLACK <= self.nofile,
             "the probe cannot open {connections} connections: RLIMIT_NOFILE is {}",
             self.nofile
         );
-        let json = self.file(label, "probe.json");
-        let log = self.file(label, "probe.log");
+        let name = match mode {
+            ProbeMode::Busy => "probe",
+            ProbeMode::Sleep { .. } => "probe-sleep",
+        };
+        let json = self.file(label, &format!("{name}.json"));
+        let log = self.file(label, &format!("{name}.log"));
         let _ = fs::remove_file(&json);
         let mut cmd = Command::new(&self.bins.probe);
         cmd.args(["--connections", &connections.to_string()])
@@ -37,6 +61,12 @@ impl Bench {
             .args(["--seconds", &self.plan.probe_seconds.to_string()])
             .arg("--json")
             .arg(&json);
+        if let ProbeMode::Sleep { rate, tick_hz } = mode {
+            let readers = SLEEP_READERS.min(connections);
+            cmd.args(["--reader", "sleep", "--readers", &readers.to_string()])
+                .args(["--rate", &rate.max(1).to_string()])
+                .args(["--tick-hz", &tick_hz.to_string()]);
+        }
         match self.pin {
             Some((writer, reader)) => {
                 cmd.args(["--writer-cpu", &writer.to_string()]);
@@ -102,6 +132,12 @@ pub struct Probe {
     pub would_block: u64,
     pub writer_cpu_percent: f64,
     pub reader: String,
+    /// `busy` or `sleep` (absent from an older probe's JSON: busy).
+    pub reader_mode: String,
+    /// The readers' sleeps in `epoll_wait` per write: how often a write had one to wake.
+    pub reader_sleeps_per_write: Option<f64>,
+    /// Writes per second the writer was paced at (0: unpaced).
+    pub rate: u64,
     pub json: PathBuf,
 }
 
@@ -120,6 +156,9 @@ impl Probe {
             would_block: field("would_block")? as u64,
             writer_cpu_percent: field("writer_cpu_percent")?,
             reader: v["reader"].as_str().unwrap_or("?").to_owned(),
+            reader_mode: v["reader_mode"].as_str().unwrap_or("busy").to_owned(),
+            reader_sleeps_per_write: v["reader_sleeps_per_write"].as_f64(),
+            rate: v["rate"].as_u64().unwrap_or(0),
             json,
         })
     }
@@ -134,7 +173,23 @@ impl Probe {
                 self.would_block
             ));
         }
-        if self.writer_cpu_percent < 90.0 {
+        if self.rate > 0 {
+            // Paced: the writer idles by design; what matters is that it kept the pace and
+            // that its readers slept.
+            if self.writes_per_s < 0.9 * self.rate as f64 {
+                notes.push(format!(
+                    "PROBE LIMIT: the {} probe wrote {:.0} of the {} writes/s it was paced at",
+                    self.reader_mode, self.writes_per_s, self.rate
+                ));
+            }
+            if self.reader_mode == "sleep" && self.reader_sleeps_per_write.is_some_and(|s| s < 0.5)
+            {
+                notes.push(format!(
+                    "PROBE: the sleep-mode probe's readers slept at only {:.2} of its writes",
+                    self.reader_sleeps_per_write.unwrap_or(0.0)
+                ));
+            }
+        } else if self.writer_cpu_percent < 90.0 {
             notes.push(format!(
                 "PROBE LIMIT: the probe's writer had only {:.0} % of its core (shared): \
                  writes/s is below this machine's limit",

@@ -3,6 +3,7 @@
 use crate::args::Plan;
 use crate::figures::{Row, Summary, Verdict, at_least, at_most, zero};
 use crate::fmt::{count, fixed, mb, ms, secs_text, us, whole};
+use crate::probe::SLEEP_READERS;
 use crate::search::Search;
 use crate::thresholds::{
     CHAT_FANOUT_FACTOR, CHAT_LATENCY_SLACK_US, GAME_MAX_P99_US, GAME_MAX_TICK_P99_US,
@@ -109,6 +110,18 @@ pub fn overhead_rows(s: &Summary) -> Vec<Row> {
             whole(s.median("server_cpu_pct"))
         )],
     };
+    let sleep = Row {
+        target: "7 overhead: server CPU per frame ÷ sleep-mode probe".into(),
+        figure: format!(
+            "{} ÷ {} probe CPU per write with sleeping readers = {}",
+            us(s.median("server_ns_per_frame").map(|ns| ns / 1e3)),
+            us(s.median("probe_sleep_ns_per_write").map(|ns| ns / 1e3)),
+            fixed(s.median("overhead_sleep"), 2)
+        ),
+        threshold: "—".into(),
+        verdict: Verdict::Reported,
+        notes: vec![sleep_probe_note(s)],
+    };
     let capacity = Row {
         target: "7 overhead: capacity ÷ probe limit".into(),
         figure: format!(
@@ -119,7 +132,18 @@ pub fn overhead_rows(s: &Summary) -> Vec<Row> {
         verdict: Verdict::Reported,
         notes: Vec::new(),
     };
-    vec![overhead, capacity]
+    vec![overhead, sleep, capacity]
+}
+
+/// How the sleep-mode probe ran, for the rows that divide by it.
+fn sleep_probe_note(s: &Summary) -> String {
+    format!(
+        "sleep-mode probe: {SLEEP_READERS} reader threads blocking in epoll_wait, the writer \
+         paced at the run's own frames/s in bursts at the room's tick rate, same connections \
+         and frame; its readers slept at {} of its writes (busy-mode probe: one reader \
+         draining, unpaced)",
+        fixed(s.median("probe_sleep_sleeps_per_write"), 2)
+    )
 }
 
 pub fn ticker_rows(p: &Plan, s: &Summary, expected: Option<f64>) -> Vec<Row> {
@@ -254,7 +278,27 @@ pub fn chat_rows(p: &Plan, period_us: f64, s: &Summary) -> Vec<Row> {
         verdict: Verdict::all(&[p99.zip(latency_bound).map(|(l, b)| l <= b)]),
         notes: Vec::new(),
     };
-    vec![fanout_row, latency]
+    let per_write = Row {
+        target: "3 chat: server CPU per write ÷ probe".into(),
+        figure: format!(
+            "{} server CPU per frame written ÷ {} busy-mode probe = {}; ÷ {} sleep-mode probe \
+             = {}",
+            us(s.median("server_ns_per_frame").map(|ns| ns / 1e3)),
+            us(s.median("probe_ns_per_write").map(|ns| ns / 1e3)),
+            fixed(s.median("overhead"), 2),
+            us(s.median("probe_sleep_ns_per_write").map(|ns| ns / 1e3)),
+            fixed(s.median("overhead_sleep"), 2)
+        ),
+        threshold: "—".into(),
+        verdict: Verdict::Reported,
+        notes: vec![
+            "server cpu_percent_of_one_core ÷ frames_written_per_s over the hold (heartbeats \
+             and the idle rooms' ticks included)"
+                .into(),
+            sleep_probe_note(s),
+        ],
+    };
+    vec![fanout_row, latency, per_write]
 }
 
 pub fn idle_rows(p: &Plan, s: &Summary) -> Vec<Row> {

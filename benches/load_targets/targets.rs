@@ -8,8 +8,8 @@ use serde_json::json;
 
 use crate::bench::{Bench, Report};
 use crate::figures::{Measured, RunFigures, Summary};
-use crate::fmt::{fixed, ms, secs, whole};
-use crate::probe::frame_bytes;
+use crate::fmt::{fixed, ms, num, secs, whole};
+use crate::probe::{ProbeMode, frame_bytes};
 use crate::rows::{
     chat_rows, churn_join_row, game_rows, idle_rows, leak_rows, overhead_rows, spike_join_row,
     ticker_rows,
@@ -38,6 +38,7 @@ impl Bench {
             "game-estimate",
             self.plan.game_estimate_connections,
             FALLBACK_GAME_FRAME,
+            ProbeMode::Busy,
         )?;
         let start = goal_clients(estimate.writes_per_s, hz) as u64;
         let search = self.game_search(start.clamp(1, self.plan.game_cap))?;
@@ -78,11 +79,23 @@ impl Bench {
         let (frame, source) =
             frame_bytes(&report.value, "frames_written_per_s", FALLBACK_GAME_FRAME);
         run.frame(frame, &source);
-        let probe = self.probe(label, n, frame)?;
+        let probe = self.probe(label, n, frame, ProbeMode::Busy)?;
         let ns_per_frame = match (run.get("server_cpu_pct"), run.get("frames_written_per_s")) {
             (Some(cpu), Some(frames)) if frames > 0.0 => Some(cpu / 100.0 * 1e9 / frames),
             _ => None,
         };
+        if let Some(frames) = run.get("frames_written_per_s").filter(|f| *f >= 1.0) {
+            let mode = ProbeMode::Sleep {
+                rate: frames.round() as u64,
+                tick_hz: hz,
+            };
+            let sleep = self.probe(label, n, frame, mode)?;
+            run.set(
+                "overhead_sleep",
+                ns_per_frame.map(|ns| ns / sleep.cpu_ns_per_write),
+            );
+            run.probe_sleep(sleep);
+        }
         run.set("goal_clients", Some(goal_clients(probe.writes_per_s, hz)));
         run.set("server_ns_per_frame", ns_per_frame);
         run.set(
@@ -117,7 +130,7 @@ impl Bench {
             let (frame, source) =
                 frame_bytes(&report.value, "socket_flushes_per_s", FALLBACK_TICKER_WRITE);
             run.frame(frame, &source);
-            run.probe(self.probe(label, p.ticker_sessions, frame)?);
+            run.probe(self.probe(label, p.ticker_sessions, frame, ProbeMode::Busy)?);
             Ok(run)
         })?;
         let s = Summary::of(&runs);
@@ -153,7 +166,29 @@ impl Bench {
             let (frame, source) =
                 frame_bytes(&report.value, "frames_written_per_s", FALLBACK_CHAT_FRAME);
             run.frame(frame, &source);
-            let probe = self.probe(label, clients, frame)?;
+            let probe = self.probe(label, clients, frame, ProbeMode::Busy)?;
+            let frames = num(&report.value, "/server/metrics/frames_written_per_s");
+            let ns_per_frame = match (run.get("server_cpu_pct"), frames) {
+                (Some(cpu), Some(f)) if f > 0.0 => Some(cpu / 100.0 * 1e9 / f),
+                _ => None,
+            };
+            run.set("server_ns_per_frame", ns_per_frame);
+            run.set(
+                "overhead",
+                ns_per_frame.map(|ns| ns / probe.cpu_ns_per_write),
+            );
+            if let Some(f) = frames.filter(|f| *f >= 1.0) {
+                let mode = ProbeMode::Sleep {
+                    rate: f.round() as u64,
+                    tick_hz: 1e6 / period_us,
+                };
+                let sleep = self.probe(label, clients, frame, mode)?;
+                run.set(
+                    "overhead_sleep",
+                    ns_per_frame.map(|ns| ns / sleep.cpu_ns_per_write),
+                );
+                run.probe_sleep(sleep);
+            }
             let bound_us =
                 CHAT_FANOUT_FACTOR * p.chat_viewers as f64 * probe.cpu_ns_per_write / 1e3;
             run.set("fanout_bound_us", Some(bound_us));
