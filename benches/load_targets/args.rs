@@ -35,6 +35,10 @@ pub struct Args {
     #[arg(long, default_value_t = 19290)]
     pub ops_port: u16,
     /// Passed by `cargo bench`; ignored.
+    /// `Join.protocol` of the game row's players: 2 (quantized deltas, client-sim's default)
+    /// or 1 (full snapshots), to compare the two side by side.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=2))]
+    pub game_protocol: u32,
     #[arg(long, hide = true)]
     pub bench: bool,
 }

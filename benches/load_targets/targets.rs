@@ -64,7 +64,8 @@ impl Bench {
     pub fn game_client_sim(&self, label: &str, clients: u64, hold: f64) -> Result<Report> {
         let args = format!(
             "--clients {clients} --room arena --input-hz {GAME_INPUT_HZ} --ramp {RAMP_PER_S} \
-             --duration {hold}"
+             --duration {hold} --protocol {}",
+            self.args.game_protocol
         );
         let expected = secs(clients as f64 / RAMP_PER_S as f64 + hold);
         self.client_sim(label, "game", &args, expected)
