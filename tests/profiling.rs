@@ -18,6 +18,8 @@ static SAMPLING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// `test_config()` plus a room whose ticks are real work: the arena alone is so idle that a
 /// short profile may catch no sample at all.
+/// A config with a room of 5,000 bots that someone must watch: a room nobody watches only
+/// moves its bots, which is cheap.
 fn busy_config() -> tickroom::Config {
     let mut config = test_config();
     config.rooms.push(RoomConfig::Game {
@@ -51,7 +53,9 @@ async fn flamegraph_shows_the_room_tick() {
     let mut clients = Vec::new();
     for _ in 0..2 {
         let mut c = Client::connect(&server).await;
-        c.join("arena").await;
+        // Protocol 2: the room diffs a view of 5,000 objects every tick, but the bots walk as
+        // predicted, so the client gets small deltas it need not read.
+        c.join_speaking("busy", "", "", 2).await;
         clients.push(c);
     }
 
@@ -78,7 +82,7 @@ async fn profile_is_a_pprof_protobuf_with_samples() {
     let _turn = SAMPLING.lock().await;
     let server = start(busy_config()).await;
     let mut c = Client::connect(&server).await;
-    c.join("arena").await;
+    c.join_speaking("busy", "", "", 2).await;
 
     let (status, body) =
         // libc=true: the opt-in that keeps samples taken inside system calls.
