@@ -161,7 +161,7 @@ fn snapshot_encode(c: &mut Criterion) {
 /// A 60 Hz game tick with area of interest: 100 bots and N players on an 8000 x 8000 world
 /// in 250-unit cells (the `make bench-load` arena), every player moving every tick, its
 /// direction turning a little each tick; the players speak protocol 1 (full snapshots) or 2
-/// (quantized deltas). Also prints the bytes per snapshot each protocol hands out.
+/// (quantized deltas). `benches/tick_cost.rs` measures the same world's bytes and instructions.
 fn game_tick_aoi(c: &mut Criterion) {
     for protocol in [1u32, 2] {
         let mut g = c.benchmark_group(format!("game_tick_aoi_100_bots_protocol_{protocol}"));
@@ -196,24 +196,6 @@ fn game_tick_aoi(c: &mut Criterion) {
             };
             // A second of ticks first: joins' keyframes are behind, the rest is steady.
             timed_ticks(&mut room, &outboxes, &mut tick, 60, inputs);
-            let (mut bytes, mut frames) = (0usize, 0usize);
-            let mut sink = Vec::new();
-            for _ in 0..60 {
-                tick += 1;
-                room.begin_tick(tick, tick as i64 * 16_667);
-                inputs(&mut room, tick);
-                run_tick(&mut room);
-                for o in &outboxes {
-                    sink.clear();
-                    o.take(&mut sink);
-                    frames += sink.len();
-                    bytes += sink.iter().map(Bytes::len).sum::<usize>();
-                }
-            }
-            eprintln!(
-                "protocol {protocol}, {players} players: {:.1} bytes per message handed out",
-                bytes as f64 / frames.max(1) as f64
-            );
             g.throughput(Throughput::Elements(players));
             g.bench_function(BenchmarkId::from_parameter(players), |b| {
                 b.iter_custom(|iters| timed_ticks(&mut room, &outboxes, &mut tick, iters, inputs))

@@ -364,27 +364,9 @@ mod tests {
     use super::*;
     use tickroom_proto::view::{checksum, zigzag};
 
+    /// Every test view here is view 3.
     fn keyframe(rows: &[Row]) -> View {
-        let mut v = View {
-            view: 3,
-            checksum: checksum(rows),
-            ..Default::default()
-        };
-        let mut prev = 0;
-        for r in rows {
-            v.added.extend([
-                r.id - prev,
-                r.kind as u32,
-                r.x,
-                r.y,
-                r.seq,
-                zigzag(r.vx),
-                zigzag(r.vy),
-                zigzag(r.vseq),
-            ]);
-            prev = r.id;
-        }
-        v
+        tickroom_proto::view::keyframe(3, rows)
     }
 
     fn row(id: u32, x: u32, vx: i32, seq: u32, vseq: i32) -> Row {

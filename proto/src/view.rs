@@ -96,6 +96,33 @@ pub const HAS_SEQ: u32 = 2;
 /// Values per object in `added`.
 pub const ADDED_VALUES: usize = 8;
 
+/// The keyframe of state `rows` (sorted by id) as a [`View`]: what a client needs to start
+/// from nothing. The server writes its views straight to bytes; this is the reference for
+/// tests and tools.
+pub fn keyframe(view: u32, rows: &[Row]) -> View {
+    let mut v = View {
+        view,
+        checksum: checksum(rows),
+        ..Default::default()
+    };
+    v.added.reserve(rows.len() * ADDED_VALUES);
+    let mut prev = 0;
+    for r in rows {
+        v.added.extend([
+            r.id - prev,
+            r.kind as u32,
+            r.x,
+            r.y,
+            r.seq,
+            zigzag(r.vx),
+            zigzag(r.vy),
+            zigzag(r.vseq),
+        ]);
+        prev = r.id;
+    }
+    v
+}
+
 /// Why a [`View`] was not applied. The state is unchanged after `MissedBase`; after the
 /// others it is cleared (the client must wait for a keyframe).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,29 +305,6 @@ impl ViewState {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn keyframe(view: u32, rows: &[Row]) -> View {
-        let mut v = View {
-            view,
-            checksum: checksum(rows),
-            ..Default::default()
-        };
-        let mut prev = 0;
-        for r in rows {
-            v.added.extend([
-                r.id - prev,
-                r.kind as u32,
-                r.x,
-                r.y,
-                r.seq,
-                zigzag(r.vx),
-                zigzag(r.vy),
-                zigzag(r.vseq),
-            ]);
-            prev = r.id;
-        }
-        v
-    }
 
     fn bot(id: u32, x: u32, vx: i32) -> Row {
         Row {

@@ -615,15 +615,27 @@ impl<S: Simulation> Room<S> {
         protocol: u32,
     ) -> Arc<Outbox> {
         let outbox = Arc::new(Outbox::new(reliable_cap));
+        self.join_through(session, outbox.clone(), name, resume_token, protocol);
+        outbox
+    }
+
+    /// Joins `session` through the given outbox, as a session's join command would.
+    pub fn join_through(
+        &mut self,
+        session: SessionId,
+        outbox: Arc<Outbox>,
+        name: &str,
+        resume_token: &str,
+        protocol: u32,
+    ) {
         self.handle(Command::Session(SessionCommand::Join(JoinRequest {
             session,
-            outbox: outbox.clone(),
+            outbox,
             resume_token: resume_token.into(),
             name: name.into(),
             protocol,
             reply: None,
         })));
-        outbox
     }
 
     /// Applies one command. Returns false for `Shutdown`, after closing every member.

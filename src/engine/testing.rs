@@ -12,8 +12,7 @@ use std::task::Waker;
 use tickroom_proto::v1::server_message::Body as ServerBody;
 
 use super::{
-    Command, Drain, JoinRequest, Outbox, Room, RoomCore, SessionCommand, SessionId, Simulation,
-    wake_drains,
+    Command, Drain, Outbox, Room, RoomCore, SessionCommand, SessionId, Simulation, wake_drains,
 };
 
 /// A drain that remembers it was told.
@@ -139,14 +138,9 @@ impl<S: Simulation> TestDriver<S> {
     ) -> Probe {
         let probe = Probe::new(reliable_cap);
         self.drains.push(probe.told.clone());
-        self.handle(Command::Session(SessionCommand::Join(JoinRequest {
-            session,
-            outbox: probe.outbox.clone(),
-            resume_token: resume_token.into(),
-            name: name.into(),
-            protocol,
-            reply: None,
-        })));
+        self.room
+            .join_through(session, probe.outbox.clone(), name, resume_token, protocol);
+        self.wake();
         probe
     }
 

@@ -669,9 +669,10 @@ impl GameRoom {
         }
         if any_v2 {
             for e in &self.entities {
+                let row = e.row();
                 for v in self.grid.view(self.grid.cell_of(e.x, e.y)) {
                     if v2(v) {
-                        self.next[v as usize].push(e.row());
+                        self.next[v as usize].push(row);
                     }
                 }
             }
