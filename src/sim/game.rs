@@ -321,10 +321,17 @@ impl Grid {
 
     /// The cells a client standing in `cell` sees: it and its neighbours, row by row.
     fn view(&self, cell: u32) -> impl Iterator<Item = u32> + '_ {
+        let ([x0, x1], [y0, y1]) = self.around(cell);
+        (y0..y1).flat_map(move |y| (x0..x1).map(move |x| y * self.cols + x))
+    }
+
+    /// The columns and rows (half-open) of [`Grid::view`]: for loops that run per object.
+    fn around(&self, cell: u32) -> ([u32; 2], [u32; 2]) {
         let (cx, cy) = (cell % self.cols, cell / self.cols);
-        let xs = cx.saturating_sub(1)..=(cx + 1).min(self.cols - 1);
-        (cy.saturating_sub(1)..=(cy + 1).min(self.rows - 1))
-            .flat_map(move |y| xs.clone().map(move |x| y * self.cols + x))
+        (
+            [cx.saturating_sub(1), (cx + 2).min(self.cols)],
+            [cy.saturating_sub(1), (cy + 2).min(self.rows)],
+        )
     }
 }
 
@@ -661,18 +668,24 @@ impl GameRoom {
             }
         }
         // Each object goes into the state of every due view that sees it, in id order.
-        let v2 = |v: u32| due[v as usize] && self.grid.viewers[v as usize][0] > 0;
-        let mut any_v2 = false;
-        for (v, next) in self.next.iter_mut().enumerate() {
+        let v2: Vec<bool> = (0..due.len())
+            .map(|v| due[v] && self.grid.viewers[v][0] > 0)
+            .collect();
+        for next in &mut self.next {
             next.clear();
-            any_v2 |= v2(v as u32);
         }
-        if any_v2 {
+        if v2.contains(&true) {
+            let (grid, cols) = (&self.grid, self.grid.cols);
+            // Plain loops over the 3 × 3 cells: this runs for every object every tick.
             for e in &self.entities {
                 let row = e.row();
-                for v in self.grid.view(self.grid.cell_of(e.x, e.y)) {
-                    if v2(v) {
-                        self.next[v as usize].push(row);
+                let ([x0, x1], [y0, y1]) = grid.around(grid.cell_of(e.x, e.y));
+                for y in y0..y1 {
+                    let r = (y * cols + x0) as usize..(y * cols + x1) as usize;
+                    for (due, next) in v2[r.clone()].iter().zip(&mut self.next[r]) {
+                        if *due {
+                            next.push(row);
+                        }
                     }
                 }
             }
@@ -703,14 +716,13 @@ impl GameRoom {
             }
             let held = &mut self.held[v as usize];
             let next = &mut self.next[v as usize];
-            let sum = view::advance(&held.rows, next);
             let k = u64::from(self.cfg.keyframe_interval);
             let periodic = k > 0 && (tick + u64::from(v)) % k == 0;
             let w = &mut self.writer;
             match held.tick {
                 Some(base) if !periodic => {
-                    let frame =
-                        ctx.encode_snapshot_parts(now, &[w.delta(v, base, &held.rows, next, sum)]);
+                    let (sum, delta) = w.delta(v, base, &held.rows, next);
+                    let frame = ctx.encode_snapshot_parts(now, &[delta]);
                     ctx.publish_frame(v, VIEW_SLOT, frame);
                     if wants_key[v as usize] {
                         let frame = ctx.encode_snapshot_parts(now, &[w.keyframe(v, next, sum)]);
@@ -719,6 +731,7 @@ impl GameRoom {
                 }
                 // Nobody holds this view yet, or it is its turn: everyone gets the keyframe.
                 _ => {
+                    let sum = view::advance(&held.rows, next);
                     let frame = ctx.encode_snapshot_parts(now, &[w.keyframe(v, next, sum)]);
                     ctx.publish_frame(v, VIEW_SLOT, frame);
                 }

@@ -97,34 +97,49 @@ impl Writer {
         self.finish(view, 0, sum)
     }
 
-    /// The delta from `held` (the state after the snapshot of `base_tick`) to `next`
-    /// (checksum `sum`, built by [`advance`]). Objects that moved as predicted cost nothing;
-    /// the others are named by position, which takes one byte where an id could take two.
+    /// The delta from `held` (the state after the snapshot of `base_tick`) to `next`, and
+    /// its checksum. Does what [`advance`] does to `next` in the same pass: one walk of both
+    /// states per view and tick, since this runs for every view of every tick. Objects that
+    /// moved as predicted cost nothing; the others are named by position, which takes one
+    /// byte where an id could take two.
     pub fn delta(
         &mut self,
         view: u32,
         base_tick: u64,
         held: &[Row],
-        next: &[Row],
-        sum: u32,
-    ) -> &[u8] {
+        next: &mut [Row],
+    ) -> (u32, &[u8]) {
         self.clear();
+        let mut h = OFFSET;
         // Positions: `base` in the held state (removals), `kept` among the objects that stay
         // (residuals); each list counts the objects skipped since its previous entry.
         let (mut base, mut last_removed) = (0u32, 0u32);
         let (mut kept, mut last_moved) = (0u32, 0u32);
         let mut prev_added = None;
-        let (mut i, mut j) = (0, 0);
-        while i < held.len() || j < next.len() {
-            match (held.get(i), next.get(j)) {
-                (Some(b), Some(n)) if b.id == n.id => {
-                    let p = b.predicted();
-                    let (rx, ry, rs) = (
-                        n.x.wrapping_sub(p.x) as i32,
-                        n.y.wrapping_sub(p.y) as i32,
-                        n.seq.wrapping_sub(p.seq) as i32,
+        let mut i = 0;
+        for n in next.iter_mut() {
+            while held.get(i).is_some_and(|b| b.id < n.id) {
+                varint(&mut self.removed, u64::from(base - last_removed));
+                last_removed = base + 1;
+                base += 1;
+                i += 1;
+            }
+            match held.get(i) {
+                Some(b) if b.id == n.id => {
+                    // The velocity since the base, and how far that is from the prediction
+                    // (the base's position plus its velocity).
+                    let v = (
+                        n.x.wrapping_sub(b.x) as i32,
+                        n.y.wrapping_sub(b.y) as i32,
+                        n.seq.wrapping_sub(b.seq) as i32,
                     );
-                    let xy = (rx, ry) != (0, 0);
+                    let (rx, ry, rs) = (
+                        v.0.wrapping_sub(b.vx),
+                        v.1.wrapping_sub(b.vy),
+                        v.2.wrapping_sub(b.vseq),
+                    );
+                    (n.vx, n.vy, n.vseq) = v;
+                    let xy = (rx | ry) != 0;
                     if xy || rs != 0 {
                         let head = ((kept - last_moved) << 2)
                             | if xy { HAS_XY } else { 0 }
@@ -143,22 +158,17 @@ impl Writer {
                     kept += 1;
                     base += 1;
                     i += 1;
-                    j += 1;
                 }
-                (Some(b), n) if n.is_none_or(|n| b.id < n.id) => {
-                    varint(&mut self.removed, u64::from(base - last_removed));
-                    last_removed = base + 1;
-                    base += 1;
-                    i += 1;
-                }
-                (_, Some(n)) => {
-                    self.add(&mut prev_added, n);
-                    j += 1;
-                }
-                (_, None) => unreachable!("the loop runs while either side has rows"),
+                _ => self.add(&mut prev_added, n),
             }
+            h = hash_row(h, n);
         }
-        self.finish(view, base_tick, sum)
+        for _ in i..held.len() {
+            varint(&mut self.removed, u64::from(base - last_removed));
+            last_removed = base + 1;
+            base += 1;
+        }
+        (h, self.finish(view, base_tick, h))
     }
 
     fn clear(&mut self) {
@@ -265,9 +275,8 @@ mod tests {
         t101[1].x = 32030;
         t101[1].y = 430;
         t101[1].seq = 42;
-        let sum = advance(&t100, &mut t101);
+        let (sum, field) = w.delta(5, 100, &t100, &mut t101);
         assert_eq!(sum, 0xc7cb_026f);
-        let field = w.delta(5, 100, &t100, &t101, sum);
         assert_eq!(&field[..2], [0x1a, 14], "Snapshot.view, 14 bytes");
         assert_eq!(
             hex(&field[2..]),
@@ -286,9 +295,8 @@ mod tests {
     fn objects_that_follow_the_prediction_or_rest_cost_nothing() {
         let held = [row(1, 100, 5, 0), row(2, 300, 0, 7)];
         let mut next = [row(1, 105, 0, 0), row(2, 300, 0, 7)];
-        let sum = advance(&held, &mut next);
         let mut w = Writer::default();
-        let field = w.delta(0, 9, &held, &next, sum).to_vec();
+        let field = w.delta(0, 9, &held, &mut next).1.to_vec();
         let v = decoded(&field);
         assert!(v.moved.is_empty() && v.added.is_empty() && v.removed.is_empty());
         // A view with nothing unexpected is its header only: view 0, base, checksum.
@@ -318,11 +326,20 @@ mod tests {
                     .iter()
                     .map(|&(id, x, y, seq)| Row { id, kind: 1, x, y, seq, vx: 3, vy: -2, vseq: 1 })
                     .collect();
-                let sum = advance(&held, &mut next);
-                let field = match held_tick {
-                    None => w.keyframe(4, &next, sum),
-                    Some(base) => w.delta(4, base, &held, &next, sum),
+                let (sum, field) = match held_tick {
+                    None => {
+                        let sum = advance(&held, &mut next);
+                        (sum, w.keyframe(4, &next, sum))
+                    }
+                    Some(base) => w.delta(4, base, &held, &mut next),
                 };
+                // The delta's pass leaves `next` as advance would.
+                let mut again: Vec<Row> = objects
+                    .iter()
+                    .map(|&(id, x, y, seq)| Row { id, kind: 1, x, y, seq, vx: 3, vy: -2, vseq: 1 })
+                    .collect();
+                prop_assert_eq!(advance(&held, &mut again), sum);
+                prop_assert_eq!(&again, &next);
                 // Through the wire and back.
                 let v2 = decoded(field);
                 prop_assert_eq!(client.apply(tick, &v2).map(|_| ()), Ok(()));
