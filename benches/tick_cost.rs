@@ -18,11 +18,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use clap::Parser;
+use client_sim::toolkit::sizes::{Sizes, SnapshotCost};
 use prost::Message;
 use tickroom::engine::{Command, Outbox, Room, SessionCommand, wake_drains};
-use tickroom::proto::v1::{
-    Input, ServerMessage, client_message::Body, object::State, server_message,
-};
+use tickroom::proto::v1::{Input, ServerMessage, client_message::Body, server_message};
 use tickroom::sim::game::{GameConfig, GameRoom};
 use tickroom_proto::view::{ApplyError, ViewState};
 
@@ -71,13 +70,7 @@ fn inputs(room: &mut Room<GameRoom>, players: u64, tick: u64) {
 #[derive(Default)]
 struct Sample {
     states: Vec<ViewState>,
-    positions: Vec<Vec<(u32, u32, u32)>>,
-    snapshots: u64,
-    bytes: u64,
-    object_bytes: u64,
-    objects: u64,
-    moving: u64,
-    resting: u64,
+    costs: Vec<SnapshotCost>,
     keyframes: u64,
     mismatches: u64,
     frames: Vec<Vec<u8>>,
@@ -93,62 +86,20 @@ impl Sample {
         else {
             return;
         };
-        let (after, object_bytes) = match &snap.view {
-            Some(v) => {
-                match self.states[player].apply(tick, v) {
-                    Ok(key) => self.keyframes += u64::from(key),
-                    // The sample starts mid-stream: it waits for its first keyframe.
-                    Err(ApplyError::MissedBase { .. }) => return,
-                    Err(_) => {
-                        self.mismatches += 1;
-                        return;
-                    }
-                }
-                let rows = self.states[player].rows();
-                let lists = [&v.removed, &v.moved, &v.added]
-                    .map(|l| prost::encoding::uint32::encoded_len_packed(1, l))
-                    .iter()
-                    .sum::<usize>();
-                (
-                    rows.iter().map(|r| (r.id, r.x, r.y)).collect::<Vec<_>>(),
-                    lists,
-                )
-            }
-            None => {
-                let mut after: Vec<_> = snap
-                    .objects
-                    .iter()
-                    .filter_map(|o| match &o.state {
-                        Some(State::Entity(e)) => {
-                            Some((o.id, (e.x * 64.0) as u32, (e.y * 64.0) as u32))
-                        }
-                        _ => None,
-                    })
-                    .collect();
-                after.sort_unstable();
-                let bytes = snap
-                    .objects
-                    .iter()
-                    .map(|o| prost::encoding::message::encoded_len(2, o))
-                    .sum();
-                (after, bytes)
-            }
+        let Some(v) = &snap.view else {
+            self.costs[player].full(frame);
+            return;
         };
-        self.snapshots += 1;
-        self.bytes += frame.len() as u64;
-        self.object_bytes += object_bytes as u64;
-        self.objects += after.len() as u64;
-        let before = &self.positions[player];
-        for a in &after {
-            if let Ok(i) = before.binary_search_by_key(&a.0, |p| p.0) {
-                if (before[i].1, before[i].2) == (a.1, a.2) {
-                    self.resting += 1;
-                } else {
-                    self.moving += 1;
-                }
+        match self.states[player].apply(tick, v) {
+            Ok(key) => self.keyframes += u64::from(key),
+            // The sample starts mid-stream: it waits for its first keyframe.
+            Err(ApplyError::MissedBase { .. }) => return,
+            Err(_) => {
+                self.mismatches += 1;
+                return;
             }
         }
-        self.positions[player] = after;
+        self.costs[player].view(frame.len(), v, self.states[player].rows());
     }
 }
 
@@ -237,31 +188,34 @@ fn main() {
     let n = args.sample.min(outboxes.len());
     let mut sample = Sample {
         states: vec![ViewState::default(); n],
-        positions: vec![Vec::new(); n],
+        costs: vec![SnapshotCost::default(); n],
         ..Sample::default()
     };
     let from = 61 + args.ticks;
     run_ticks(&mut room, &outboxes, movers, from, 180, Some(&mut sample));
-    let s = &sample;
+    let mut s = Sizes::default();
+    for c in &sample.costs {
+        s.add(&c.sizes);
+    }
     let per = |x: u64| x as f64 / s.snapshots.max(1) as f64;
     println!(
         "  {} sampled players, {} snapshots: {:.1} bytes each ({:.1} of objects), {:.1} objects, {:.1} moving, {:.1} resting; {:.2} object bytes and {:.2} message bytes per moving object, {:.2} object bytes per object; {} keyframes, {} mismatches",
         n,
         s.snapshots,
-        per(s.bytes),
+        per(s.frame_bytes),
         per(s.object_bytes),
         per(s.objects),
         per(s.moving),
         per(s.resting),
         s.object_bytes as f64 / s.moving.max(1) as f64,
-        s.bytes as f64 / s.moving.max(1) as f64,
+        s.frame_bytes as f64 / s.moving.max(1) as f64,
         s.object_bytes as f64 / s.objects.max(1) as f64,
-        s.keyframes,
-        s.mismatches,
+        sample.keyframes,
+        sample.mismatches,
     );
     if let Some(path) = &args.dump {
         let mut out = Vec::new();
-        for f in &s.frames {
+        for f in &sample.frames {
             out.extend_from_slice(&(f.len() as u32).to_le_bytes());
             out.extend_from_slice(f);
         }

@@ -20,7 +20,8 @@ use crate::report::{self, LatencySummary, RateSummary, Report};
 use crate::scan;
 use crate::swarm::{self, Client, Conn, Plan, Scenario, Shards, Swarm, SwarmArgs};
 use crate::talk::{Pace, Step, Talk, talk};
-use crate::views::{Own, Seen, Sizes, Verifier, ViewCounts};
+use crate::views::{Own, Seen, Verifier, ViewCounts};
+use client_sim::toolkit::sizes::Sizes;
 
 /// Inputs awaiting acknowledgement per client. Past this the server is seconds behind and
 /// the oldest are dropped unmeasured rather than growing memory per client.
@@ -247,7 +248,7 @@ async fn run_client(client: Client<Shared>) -> (Conn, Outcome) {
         .map(|period| Pace::spread(id, period, MissedTickBehavior::Skip));
     let server_closed = talk(swarm, &mut conn, id, &mut ws, &mut stop, pace, &mut player).await;
     if let Some(v) = &player.verifier {
-        player.out.sizes = v.sizes;
+        player.out.sizes = v.cost.sizes;
     }
     let mut out = player.out;
     // The first snapshot opens the window, so it is not counted in the rate.

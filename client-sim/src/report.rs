@@ -73,7 +73,7 @@ pub struct Report {
 /// What the verified clients' snapshots cost, per snapshot and per object.
 #[derive(Debug, Serialize)]
 pub struct ViewSizes {
-    pub totals: crate::views::Sizes,
+    pub totals: client_sim::toolkit::sizes::Sizes,
     pub bytes_per_snapshot: f64,
     /// The objects' part of a snapshot (see `Sizes::object_bytes`).
     pub object_bytes_per_snapshot: f64,
@@ -88,7 +88,7 @@ pub struct ViewSizes {
 }
 
 impl ViewSizes {
-    pub fn of(t: crate::views::Sizes) -> Option<Self> {
+    pub fn of(t: client_sim::toolkit::sizes::Sizes) -> Option<Self> {
         (t.snapshots > 0).then(|| {
             let n = t.snapshots as f64;
             let per_moving = |b: u64| (t.moving > 0).then(|| round2(b as f64 / t.moving as f64));
@@ -384,7 +384,7 @@ impl Report {
     }
 
     /// Adds what the verified clients' snapshots cost.
-    pub fn with_sizes(mut self, sizes: crate::views::Sizes) -> Self {
+    pub fn with_sizes(mut self, sizes: client_sim::toolkit::sizes::Sizes) -> Self {
         self.view_sizes = ViewSizes::of(sizes);
         self
     }
@@ -914,7 +914,7 @@ mod tests {
                 acked: 90,
             },
         )
-        .with_sizes(crate::views::Sizes {
+        .with_sizes(client_sim::toolkit::sizes::Sizes {
             snapshots: 400,
             frame_bytes: 24_000,
             object_bytes: 8_000,

@@ -17,6 +17,7 @@ use tickroom_proto::view::{ApplyError, HAS_SEQ, HAS_XY, Row, ViewState, unzigzag
 use tokio::time::{Duration, Instant};
 
 use crate::scan::Malformed;
+use client_sim::toolkit::sizes::SnapshotCost;
 
 // Field numbers of View (proto/tickroom.proto).
 const VIEW: u32 = 1;
@@ -60,61 +61,13 @@ impl ViewCounts {
     }
 }
 
-/// What a verified client's snapshots cost, summed over the snapshots it applied.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Sizes {
-    pub snapshots: u64,
-    /// Whole WebSocket messages.
-    pub frame_bytes: u64,
-    /// The objects' part: protocol 2, the view's columns (without its view number, base and
-    /// checksum); protocol 1, the `objects` fields.
-    pub object_bytes: u64,
-    /// Objects in the view after each snapshot.
-    pub objects: u64,
-    /// Of those, present in the previous snapshot too, at another position / the same one.
-    pub moving: u64,
-    pub resting: u64,
-}
-
-impl Sizes {
-    pub fn add(&mut self, o: &Sizes) {
-        self.snapshots += o.snapshots;
-        self.frame_bytes += o.frame_bytes;
-        self.object_bytes += o.object_bytes;
-        self.objects += o.objects;
-        self.moving += o.moving;
-        self.resting += o.resting;
-    }
-
-    /// Counts moving and resting objects between two id-sorted position lists.
-    fn compare(&mut self, before: &[(u32, u32, u32)], after: &[(u32, u32, u32)]) {
-        self.snapshots += 1;
-        self.objects += after.len() as u64;
-        let mut b = 0;
-        for a in after {
-            while b < before.len() && before[b].0 < a.0 {
-                b += 1;
-            }
-            if let Some(p) = before.get(b).filter(|p| p.0 == a.0) {
-                if (p.1, p.2) == (a.1, a.2) {
-                    self.resting += 1;
-                } else {
-                    self.moving += 1;
-                }
-            }
-        }
-    }
-}
-
 /// Rebuilds the whole view and checks it, and measures what its snapshots cost.
 #[derive(Debug, Default)]
 pub struct Verifier {
     state: ViewState,
     /// When the first delta it could not apply arrived, until something applies again.
     missed_at: Option<Instant>,
-    /// Positions after the last snapshot, by id.
-    positions: Vec<(u32, u32, u32)>,
-    pub sizes: Sizes,
+    pub cost: SnapshotCost,
 }
 
 /// What [`Verifier::apply`] found.
@@ -144,17 +97,7 @@ impl Verifier {
             .map_err(Clone::clone)
             .and_then(|v| self.state.apply(tick, v));
         if let (Ok(v), Ok(_)) = (&decoded, &result) {
-            use prost::encoding::encoded_len_varint;
-            let header = [
-                (v.view != 0).then(|| 1 + encoded_len_varint(u64::from(v.view))),
-                (v.base_tick != 0).then(|| 1 + encoded_len_varint(v.base_tick)),
-                (v.checksum != 0).then_some(5),
-            ];
-            self.sizes.frame_bytes += frame_len as u64;
-            self.sizes.object_bytes += (view.len() - header.iter().flatten().sum::<usize>()) as u64;
-            let after: Vec<_> = self.state.rows().iter().map(|r| (r.id, r.x, r.y)).collect();
-            self.sizes.compare(&self.positions, &after);
-            self.positions = after;
+            self.cost.view(frame_len, v, self.state.rows());
         }
         let seen = match result {
             Ok(true) => Some(Seen::Keyframe),
@@ -179,31 +122,7 @@ impl Verifier {
     /// Measures a protocol 1 snapshot (`frame`, a whole ServerMessage): what it costs and how
     /// many of its objects moved. Nothing to check: it is the whole state.
     pub fn observe_full(&mut self, frame: &[u8]) {
-        use tickroom_proto::v1::{ServerMessage, object::State, server_message::Body};
-        let Ok(ServerMessage {
-            body: Some(Body::Snapshot(snap)),
-            ..
-        }) = ServerMessage::decode(frame)
-        else {
-            return;
-        };
-        let mut after: Vec<_> = snap
-            .objects
-            .iter()
-            .filter_map(|o| match &o.state {
-                Some(State::Entity(e)) => Some((o.id, (e.x * 64.0) as u32, (e.y * 64.0) as u32)),
-                _ => None,
-            })
-            .collect();
-        after.sort_unstable();
-        self.sizes.frame_bytes += frame.len() as u64;
-        self.sizes.object_bytes += snap
-            .objects
-            .iter()
-            .map(|o| prost::encoding::message::encoded_len(2, o) as u64)
-            .sum::<u64>();
-        self.sizes.compare(&self.positions, &after);
-        self.positions = after;
+        self.cost.full(frame);
     }
 
     #[cfg(test)]
