@@ -167,8 +167,18 @@ pub async fn ws_upgrade(
                     let hyper::upgrade::Parts { io, read_buf, .. } = parts;
                     let read = read_buf.to_vec();
                     drop(read_buf);
-                    return run_session(io.into_inner(), read, hub, peer, start, identity, guard)
-                        .await;
+                    // Boxed: this task's state would otherwise keep room for the upgrade's
+                    // future beside the session's, for the whole session.
+                    return Box::pin(run_session(
+                        io.into_inner(),
+                        read,
+                        hub,
+                        peer,
+                        start,
+                        identity,
+                        guard,
+                    ))
+                    .await;
                 }
                 Err(_) => "the upgraded connection is not a TCP stream".to_owned(),
             },
