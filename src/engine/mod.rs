@@ -9,6 +9,7 @@ mod outbox;
 mod room;
 mod scheduler;
 mod simulation;
+mod spare;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -17,6 +18,7 @@ pub use outbox::{Closed, Drain, Enqueued, GroupId, Outbox, SlotKey, Taken, wake_
 pub use room::{Output, Room, RoomCore, Variant};
 pub use scheduler::{TickSchedule, TickStart};
 pub use simulation::{CommandError, NoEvent, Simulation};
+pub use spare::shrink;
 
 use tickroom_proto::v1::RoomKind;
 

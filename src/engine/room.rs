@@ -465,6 +465,14 @@ impl RoomCore {
     /// Finds members whose connection ended without a leave reaching the room (e.g. the
     /// channel was full when the session tried): nothing may outlive a session. Returns the
     /// most frames waiting in any member's outbox.
+    /// Shrinks the member and seat maps once most of their sessions are gone.
+    fn compact(&mut self) {
+        super::shrink(&mut self.members);
+        for g in self.groups.values_mut() {
+            super::shrink(&mut g.members);
+        }
+    }
+
     fn sweep_closed(&mut self) -> usize {
         let mut most = 0;
         for (session, m) in &self.members {
@@ -722,6 +730,8 @@ impl<S: Simulation> Room<S> {
     pub fn sweep(&mut self) -> usize {
         let most = self.core.sweep_closed();
         self.remove_closed();
+        self.core.compact();
+        self.sim.compact();
         most
     }
 

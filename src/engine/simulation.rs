@@ -61,4 +61,8 @@ pub trait Simulation: Send + 'static {
     /// Emits this tick's changes: reliable events and the latest snapshot of each changed
     /// interest group.
     fn replicate(&mut self, ctx: &mut RoomCore);
+
+    /// Gives back what per-session state a crowd left behind (see [`crate::engine::shrink`]);
+    /// called from the room's sweep, about once a second.
+    fn compact(&mut self) {}
 }

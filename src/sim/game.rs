@@ -945,6 +945,13 @@ impl Simulation for GameRoom {
         self.grid.dirty.fill(false);
         self.grid.any_dirty = false;
     }
+
+    fn compact(&mut self) {
+        crate::engine::shrink(&mut self.entities);
+        crate::engine::shrink(&mut self.avatars);
+        crate::engine::shrink(&mut self.by_session);
+        crate::engine::shrink(&mut self.by_token);
+    }
 }
 
 #[cfg(test)]
@@ -1079,6 +1086,45 @@ mod tests {
             |m| matches!(m.body, Some(ServerBody::ObjectDeleted(d)) if d.ids.contains(&w.your_object_id)),
         );
         assert!(deleted, "the watcher hears of the deletion");
+    }
+
+    #[test]
+    fn a_crowd_that_left_gives_its_room_back_at_the_next_sweep() {
+        let mut r = room(GameConfig {
+            resume_grace_ms: 0,
+            max_players: 5_000,
+            ..Default::default()
+        });
+        r.begin_tick(1, 0);
+        let stay = join(&mut r, 1, "");
+        let crowd: Vec<Probe> = (2..=2_000).map(|s| join(&mut r, s, "")).collect();
+        r.run_tick();
+        let big = r.sim().avatars.capacity();
+        assert!(big >= 2_000);
+        for s in 2..=2_000 {
+            r.session(SessionCommand::Leave {
+                session: s,
+                reason: LeaveReason::Left,
+            });
+        }
+        r.begin_tick(2, 0);
+        r.run_tick();
+        drop(crowd);
+        r.sweep();
+        let g = r.sim();
+        assert!(
+            g.avatars.capacity() < big / 4,
+            "{} of {big}",
+            g.avatars.capacity()
+        );
+        assert!(g.by_session.capacity() < big / 4 && g.entities.capacity() < big / 4);
+        // The one who stayed still plays.
+        let me = welcome(&drain(&stay)).your_object_id;
+        assert!(r.sim().position(me).is_some());
+        input(&mut r, 1, 1, 1.0);
+        r.begin_tick(3, 0);
+        r.run_tick();
+        assert!(!drain(&stay).is_empty());
     }
 
     #[test]
