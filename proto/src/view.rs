@@ -108,19 +108,26 @@ pub fn keyframe(view: u32, rows: &[Row]) -> View {
     v.added.reserve(rows.len() * ADDED_VALUES);
     let mut prev = 0;
     for r in rows {
-        v.added.extend([
-            r.id - prev,
-            r.kind as u32,
-            r.x,
-            r.y,
-            r.seq,
-            zigzag(r.vx),
-            zigzag(r.vy),
-            zigzag(r.vseq),
-        ]);
+        v.added.extend(added_entry(prev, r));
         prev = r.id;
     }
     v
+}
+
+/// The `added` entry of row `r` after an entry for id `prev` (0 for the list's first): its
+/// id gap, then kind, x, y, seq and the zig-zagged velocities. The server's encoder writes
+/// the same values as varints.
+pub fn added_entry(prev: u32, r: &Row) -> [u32; ADDED_VALUES] {
+    [
+        r.id - prev,
+        r.kind as u32,
+        r.x,
+        r.y,
+        r.seq,
+        zigzag(r.vx),
+        zigzag(r.vy),
+        zigzag(r.vseq),
+    ]
 }
 
 /// Why a [`View`] was not applied. The state is unchanged after `MissedBase`; after the

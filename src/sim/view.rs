@@ -5,7 +5,7 @@
 //! `tickroom_proto::view` is the client's side; the tests here check that applying what this
 //! writes gives back exactly the state it describes.
 
-use tickroom_proto::view::{HAS_SEQ, HAS_XY, OFFSET, Row, hash_row, zigzag};
+use tickroom_proto::view::{HAS_SEQ, HAS_XY, OFFSET, Row, added_entry, hash_row, zigzag};
 
 /// What the members of one view hold: the state after the view's last snapshot.
 #[derive(Debug, Default)]
@@ -71,18 +71,8 @@ pub struct Writer {
 
 impl Writer {
     fn add(&mut self, prev: &mut Option<u32>, r: &Row) {
-        let a = &mut self.added;
-        varint(a, u64::from(prev.map_or(r.id, |p| r.id - p)));
-        for value in [
-            r.kind as u32,
-            r.x,
-            r.y,
-            r.seq,
-            zigzag(r.vx),
-            zigzag(r.vy),
-            zigzag(r.vseq),
-        ] {
-            varint(a, u64::from(value));
+        for value in added_entry(prev.unwrap_or(0), r) {
+            varint(&mut self.added, u64::from(value));
         }
         *prev = Some(r.id);
     }
