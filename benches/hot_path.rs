@@ -22,6 +22,9 @@ use tickroom::sim::chat::{ChatConfig, ChatRoom};
 use tickroom::sim::game::{GameConfig, GameRoom};
 use tickroom::sim::ticker::{TickerConfig, TickerEvent, TickerRoom};
 
+#[path = "common/arena.rs"]
+mod arena;
+
 /// Runs the tick begun on `room` and does what its driver does with the output.
 fn run_tick<S: Simulation>(room: &mut Room<S>) {
     room.run_tick();
@@ -158,42 +161,18 @@ fn snapshot_encode(c: &mut Criterion) {
     g.finish();
 }
 
-/// A 60 Hz game tick with area of interest: 100 bots and N players on an 8000 x 8000 world
-/// in 250-unit cells (the `make bench-load` arena), every player moving every tick, its
-/// direction turning a little each tick; the players speak protocol 1 (full snapshots) or 2
-/// (quantized deltas). `benches/tick_cost.rs` measures the same world's bytes and instructions.
+/// A 60 Hz game tick with area of interest in the bench arena (`common/arena.rs`: 100 bots
+/// and N players, every player moving every tick); the players speak protocol 1 (full
+/// snapshots) or 2 (quantized deltas). `benches/tick_cost.rs` counts the same world's bytes
+/// and instructions.
 fn game_tick_aoi(c: &mut Criterion) {
     for protocol in [1u32, 2] {
         let mut g = c.benchmark_group(format!("game_tick_aoi_100_bots_protocol_{protocol}"));
         for players in [1000u64, 2000, 3000] {
-            let cfg = GameConfig {
-                bots: 100,
-                max_players: 100_000,
-                world_width: 8000.0,
-                world_height: 8000.0,
-                cell_size: 250.0,
-                ..GameConfig::default()
-            };
-            let mut room = Room::new("bench", cfg.tick_hz, GameRoom::new(cfg));
-            room.begin_tick(1, 0);
-            let outboxes: Vec<_> = (1..=players)
-                .map(|session| room.join_speaking(session, "", "", 1 << 16, protocol))
-                .collect();
+            let (mut room, outboxes) = arena::arena("bench", players, protocol);
             run_tick(&mut room);
             let mut tick = 1;
-            let inputs = |room: &mut Room<GameRoom>, t: u64| {
-                for session in 1..=players {
-                    let angle = session as f32 * 2.4 + t as f32 * 0.05;
-                    room.handle(client(
-                        session,
-                        Body::Input(tickroom::proto::v1::Input {
-                            seq: t as u32,
-                            move_x: angle.cos(),
-                            move_y: angle.sin(),
-                        }),
-                    ));
-                }
-            };
+            let inputs = |room: &mut Room<GameRoom>, t: u64| arena::inputs(room, players, t);
             // A second of ticks first: joins' keyframes are behind, the rest is steady.
             timed_ticks(&mut room, &outboxes, &mut tick, 60, inputs);
             g.throughput(Throughput::Elements(players));

@@ -20,10 +20,14 @@ use bytes::Bytes;
 use clap::Parser;
 use client_sim::toolkit::sizes::{Sizes, SnapshotCost};
 use prost::Message;
-use tickroom::engine::{Command, Outbox, Room, SessionCommand, wake_drains};
-use tickroom::proto::v1::{Input, ServerMessage, client_message::Body, server_message};
-use tickroom::sim::game::{GameConfig, GameRoom};
+use tickroom::engine::{Outbox, Room, wake_drains};
+use tickroom::proto::v1::{ServerMessage, server_message};
+use tickroom::sim::game::GameRoom;
 use tickroom_proto::view::{ApplyError, ViewState};
+
+#[path = "common/arena.rs"]
+mod arena;
+use arena::{arena, inputs};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -49,21 +53,6 @@ struct Args {
     /// Ignored: `cargo bench` passes it.
     #[arg(long, hide = true)]
     bench: bool,
-}
-
-/// Queues this tick's input of every player (none when `players` is 0: they stand still).
-fn inputs(room: &mut Room<GameRoom>, players: u64, tick: u64) {
-    for session in 1..=players {
-        let angle = session as f32 * 2.4 + tick as f32 * 0.05;
-        room.handle(Command::Session(SessionCommand::Client {
-            session,
-            body: Body::Input(Input {
-                seq: tick as u32,
-                move_x: angle.cos(),
-                move_y: angle.sin(),
-            }),
-        }));
-    }
 }
 
 /// What the sampled players' snapshots held and cost.
@@ -155,19 +144,7 @@ fn run_ticks(
 
 fn main() {
     let args = Args::parse();
-    let cfg = GameConfig {
-        bots: 100,
-        max_players: 100_000,
-        world_width: 8000.0,
-        world_height: 8000.0,
-        cell_size: 250.0,
-        ..GameConfig::default()
-    };
-    let mut room = Room::new("arena", cfg.tick_hz, GameRoom::new(cfg));
-    room.begin_tick(1, 0);
-    let outboxes: Vec<_> = (1..=args.players)
-        .map(|s| room.join_speaking(s, "", "", 1 << 16, args.protocol))
-        .collect();
+    let (mut room, outboxes) = arena("arena", args.players, args.protocol);
     // Players that send inputs (`inputs` takes a count).
     let movers = if args.idle { 0 } else { args.players };
     run_ticks(&mut room, &outboxes, movers, 1, 60, None);
