@@ -316,6 +316,7 @@ mod tests {
                     .iter()
                     .map(|&(id, x, y, seq)| Row { id, kind: 1, x, y, seq, vx: 3, vy: -2, vseq: 1 })
                     .collect();
+                let mut again = next.clone();
                 let (sum, field) = match held_tick {
                     None => {
                         let sum = advance(&held, &mut next);
@@ -324,10 +325,6 @@ mod tests {
                     Some(base) => w.delta(4, base, &held, &mut next),
                 };
                 // The delta's pass leaves `next` as advance would.
-                let mut again: Vec<Row> = objects
-                    .iter()
-                    .map(|&(id, x, y, seq)| Row { id, kind: 1, x, y, seq, vx: 3, vy: -2, vseq: 1 })
-                    .collect();
                 prop_assert_eq!(advance(&held, &mut again), sum);
                 prop_assert_eq!(&again, &next);
                 // Through the wire and back.
